@@ -1,0 +1,31 @@
+"""brama_sql: circuit breakers whose state and event log live in SQL, shared by every process."""
+
+from brama_sql.brama import EVERY_SCOPE, Brama
+from brama_sql.circuit import Cause, Kind, State
+from brama_sql.errors import (
+    AlreadyRegisteredError,
+    ArgumentTypeError,
+    BramaDatabaseError,
+    BramaError,
+    InvalidArgumentError,
+    NotRegisteredError,
+    SchemaError,
+)
+from brama_sql.records import ConnectionStatus, Event
+
+__all__ = [
+    "EVERY_SCOPE",
+    "AlreadyRegisteredError",
+    "ArgumentTypeError",
+    "Brama",
+    "BramaDatabaseError",
+    "BramaError",
+    "Cause",
+    "ConnectionStatus",
+    "Event",
+    "InvalidArgumentError",
+    "Kind",
+    "NotRegisteredError",
+    "SchemaError",
+    "State",
+]

@@ -1,0 +1,223 @@
+"""The public entry point: :class:`Brama`, one object per application and database."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, true
+from sqlalchemy.engine import URL, Connection, Engine
+
+from brama_sql import circuit as machine
+from brama_sql import engine as engines
+from brama_sql import migration, validation
+from brama_sql.circuit import Cause, Kind, Settings
+from brama_sql.clock import Clock, system_clock
+from brama_sql.errors import AlreadyRegisteredError, ArgumentTypeError
+from brama_sql.records import ConnectionStatus, Event
+from brama_sql.schema import connections, events, stored_scope
+from brama_sql.store import Identity, Registration, Store
+
+
+class _Every(enum.Enum):
+    """The type of :data:`EVERY_SCOPE`."""
+
+    EVERY_SCOPE = "every scope"
+
+
+EVERY_SCOPE = _Every.EVERY_SCOPE
+"""The default ``scope`` of :meth:`Brama.connections` and :meth:`Brama.events`: no filter."""
+
+
+class Brama:
+    """Circuit breakers for an application's external dependencies, kept in SQL.
+
+    ``url`` is a database URL or an SQLAlchemy :class:`~sqlalchemy.engine.Engine`. The keyword
+    options are the defaults of :meth:`register` (``failure_threshold``, ``expiry``), how long a
+    connection may stay idle before :meth:`cleanup` removes it (``inactive_after``; ``None``
+    never removes), and where the time comes from (``clock``: a callable returning an aware
+    datetime). Durations are seconds or :class:`~datetime.timedelta`.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | Engine = engines.DEFAULT_URL,
+        *,
+        failure_threshold: int = 5,
+        expiry: float | timedelta = 60.0,
+        inactive_after: float | timedelta | None = 86_400.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.failure_threshold = validation.threshold(failure_threshold)
+        self.expiry = validation.seconds(expiry, "expiry")
+        self.inactive_after = validation.optional_seconds(inactive_after, "inactive_after")
+        if clock is not None and not callable(clock):
+            raise ArgumentTypeError(f"clock must be callable, not {type(clock).__name__}")
+        if isinstance(url, Engine):
+            self.engine = url
+        elif isinstance(url, (str, URL)):
+            self.engine = engines.build(url)
+        else:
+            raise ArgumentTypeError(
+                f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
+            )
+        self._store = Store(self.engine, clock or system_clock)
+
+    def __repr__(self) -> str:
+        return f"Brama({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self, connection: Connection | None = None) -> None:
+        """Upgrade brama_sql's tables to the newest revision. Idempotent; safe to run at once
+        from several processes. Pass ``connection`` to run on the host application's connection
+        (its transaction, if it began one, is left for it to commit)."""
+        if connection is not None and not isinstance(connection, Connection):
+            raise ArgumentTypeError(
+                f"connection must be an SQLAlchemy Connection, not {type(connection).__name__}"
+            )
+        migration.upgrade(connection if connection is not None else self.engine)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def register(
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        failure_threshold: int | None = None,
+        expiry: float | timedelta | None = None,
+        exist_ok: bool = False,
+    ) -> ConnectionStatus:
+        """Start monitoring a connection; it begins in ``unknown``.
+
+        Raises :class:`AlreadyRegisteredError` if it exists, unless ``exist_ok`` is true: then
+        the existing connection is returned untouched (registering never resets shared state).
+        """
+        identity = _identity(identifier, scope)
+        threshold = validation.threshold(
+            self.failure_threshold if failure_threshold is None else failure_threshold
+        )
+        seconds = validation.seconds(self.expiry if expiry is None else expiry, "expiry")
+        registration = Registration(
+            validation.metadata(metadata), Settings(threshold, timedelta(seconds=seconds))
+        )
+        if not isinstance(exist_ok, bool):
+            raise ArgumentTypeError(f"exist_ok must be a bool, not {type(exist_ok).__name__}")
+        try:
+            return self._store.register(identity, registration)
+        except AlreadyRegisteredError:
+            if exist_ok:
+                return self._store.status(identity)
+            raise
+
+    def unregister(self, identifier: str, *, scope: str | None = None) -> bool:
+        """Stop monitoring a connection (its history stays); ``True`` if it existed."""
+        return self._store.unregister(_identity(identifier, scope))
+
+    def available(self, identifier: str, *, scope: str | None = None) -> bool:
+        """Whether calls may go through: ``True`` unless the circuit is open. ``False`` for a
+        connection that is not registered. Reads only."""
+        return self._store.available(_identity(identifier, scope))
+
+    def status(self, identifier: str, *, scope: str | None = None) -> ConnectionStatus:
+        """The connection's circuit and its metrics, as of now."""
+        return self._store.status(_identity(identifier, scope))
+
+    def connections(self, *, scope: str | None | _Every = EVERY_SCOPE) -> list[ConnectionStatus]:
+        """The status of every registered connection, ordered by scope then identifier.
+
+        Leave ``scope`` out for every scope; ``scope=None`` lists only unscoped connections.
+        """
+        condition: ColumnElement[bool] = true()
+        if scope is not EVERY_SCOPE:
+            condition = connections.c.scope == stored_scope(validation.scope(scope))
+        return self._store.statuses(condition)
+
+    def events(
+        self,
+        identifier: str | None = None,
+        *,
+        scope: str | None | _Every = EVERY_SCOPE,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Logged events, oldest first, also of connections that no longer exist.
+
+        ``identifier=None`` means every connection; leaving ``scope`` out means every scope
+        (``scope=None``: only unscoped); ``since`` keeps events that occurred at or after it;
+        ``limit`` keeps the first ``limit`` of them.
+        """
+        condition: ColumnElement[bool] = true()
+        if identifier is not None:
+            condition &= events.c.identifier == validation.identifier(identifier)
+        if scope is not EVERY_SCOPE:
+            condition &= events.c.scope == stored_scope(validation.scope(scope))
+        moment = validation.moment(since, "since")
+        if moment is not None:
+            condition &= events.c.occurred_at >= moment
+        return self._store.events(condition, validation.limit(limit))
+
+    # -- reports ----------------------------------------------------------------------------
+
+    def success(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+        """Report a successful call to the dependency."""
+        self._report(Kind.SUCCESS, identifier, scope, reason)
+
+    def failure(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+        """Report a failed call to the dependency (``reason`` is logged with it)."""
+        self._report(Kind.FAILURE, identifier, scope, reason)
+
+    def _report(self, kind: Kind, identifier: str, scope: str | None, reason: str | None) -> None:
+        identity = _identity(identifier, scope)
+        note = validation.reason(reason)
+        self._store.change(
+            kind.value,
+            identity,
+            lambda circuit, settings, now: machine.record(circuit, settings, kind, now, note),
+        )
+
+    # -- manual controls ------------------------------------------------------------------
+
+    def open(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+        """Force the circuit open now (``opened_at`` is now; the expiry runs from here)."""
+        self._force(Cause.MANUAL_OPEN, identifier, scope, reason)
+
+    def close(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+        """Force the circuit closed and zero its consecutive failure count."""
+        self._force(Cause.MANUAL_CLOSE, identifier, scope, reason)
+
+    def reset(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+        """Return the circuit to a clean closed state (today the same as :meth:`close`)."""
+        self._force(Cause.MANUAL_RESET, identifier, scope, reason)
+
+    def _force(self, action: Cause, identifier: str, scope: str | None, reason: str | None) -> None:
+        identity = _identity(identifier, scope)
+        note = validation.reason(reason)
+        self._store.change(
+            action.value,
+            identity,
+            lambda circuit, _settings, now: machine.force(circuit, action, now, note),
+        )
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    def cleanup(self) -> int:
+        """Remove connections idle for ``inactive_after`` seconds; return how many went.
+
+        Registration, reports and transitions count as activity. Does nothing when
+        ``inactive_after`` is ``None``.
+        """
+        if self.inactive_after is None:
+            return 0
+        return self._store.cleanup(timedelta(seconds=self.inactive_after))
+
+    def dispose(self) -> None:
+        """Close the engine's pooled database connections."""
+        self.engine.dispose()
+
+
+def _identity(identifier: object, scope: object) -> Identity:
+    return Identity(validation.identifier(identifier), validation.scope(scope))

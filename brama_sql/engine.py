@@ -1,0 +1,57 @@
+"""Engines: the ones brama_sql creates from a URL, and what each dialect needs to lock rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+DEFAULT_URL = "sqlite:///brama.db"
+WRITE = {"brama_sql_write": True}
+"""Execution options of a connection that will write: on SQLite it begins ``IMMEDIATE``."""
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def build(url: str | URL) -> Engine:
+    """Create an engine for ``url``; on SQLite, set it up for row-safe concurrent writers.
+
+    SQLite gets WAL journaling, a busy timeout, and transactions that brama_sql begins itself:
+    ``BEGIN IMMEDIATE`` for a write (the whole-database write lock is taken before the row is
+    read, which is SQLite's equivalent of ``SELECT ... FOR UPDATE``) and a plain ``BEGIN`` for
+    a read.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    memory = parsed.database in (None, "", ":memory:")
+    options: dict[str, Any] = {}
+    if memory:
+        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    engine = create_engine(parsed, **options)
+    _take_over_sqlite_transactions(engine, wal=not memory)
+    return engine
+
+
+def _take_over_sqlite_transactions(engine: Engine, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop pysqlite from beginning transactions lazily; brama_sql emits BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if wal:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        writes = connection.get_execution_options().get("brama_sql_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """Whether ``engine`` talks to SQLite."""
+    return engine.dialect.name == "sqlite"

@@ -1,0 +1,50 @@
+"""The exceptions brama_sql raises. Every one is a :class:`BramaError`."""
+
+from __future__ import annotations
+
+
+class BramaError(Exception):
+    """Base class of every error brama_sql raises."""
+
+
+class InvalidArgumentError(BramaError, ValueError):
+    """An argument has the right type but a value brama_sql cannot accept."""
+
+
+class ArgumentTypeError(BramaError, TypeError):
+    """An argument has the wrong type."""
+
+
+class NotRegisteredError(BramaError, LookupError):
+    """The connection ``(identifier, scope)`` is not registered."""
+
+    def __init__(self, identifier: str, scope: str | None) -> None:
+        self.identifier = identifier
+        self.scope = scope
+        super().__init__(f"connection {describe(identifier, scope)} is not registered")
+
+
+class AlreadyRegisteredError(BramaError):
+    """``register`` was called for a connection that already exists."""
+
+    def __init__(self, identifier: str, scope: str | None) -> None:
+        self.identifier = identifier
+        self.scope = scope
+        super().__init__(f"connection {describe(identifier, scope)} is already registered")
+
+
+class SchemaError(BramaError):
+    """The brama_sql tables are missing or behind the installed version."""
+
+
+class BramaDatabaseError(BramaError):
+    """The database failed during an operation (unreachable, timed out, went away)."""
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        self.operation = operation
+        super().__init__(f"brama_sql {operation}() failed: database error: {cause}")
+
+
+def describe(identifier: str, scope: str | None) -> str:
+    """A human-readable name of a connection for messages."""
+    return f"{identifier!r}" if scope is None else f"{identifier!r} in scope {scope!r}"

@@ -1,0 +1,127 @@
+"""The schema, upgraded through the Alembic scripts shipped with the package.
+
+The Alembic configuration is built in code: the scripts are found next to the installed package
+(or in the checkout), the revision is recorded in ``brama_alembic_version`` so that a host
+application's own Alembic history is left alone, and concurrent upgrades are serialised with a
+database lock.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from brama_sql.errors import SchemaError
+
+VERSION_TABLE = "brama_alembic_version"
+LOCK_NAME = "brama_sql_migrate"
+PG_LOCK_KEY = 0x6272616D61  # "brama"
+MYSQL_LOCK_TIMEOUT_S = 60
+
+
+def script_location() -> Path:
+    """The folder of the Alembic scripts: inside an installed wheel, else the checkout's."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise SchemaError(f"brama_sql's migration scripts are missing (looked beside {package})")
+
+
+def config(connection: Connection | None = None) -> Config:
+    """An Alembic ``Config`` for brama_sql's scripts, optionally bound to ``connection``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def head() -> str:
+    """The newest revision of the shipped scripts."""
+    revision = ScriptDirectory.from_config(config()).get_current_head()
+    if revision is None:  # pragma: no cover - the package always ships a revision
+        raise SchemaError("brama_sql ships no migration scripts")
+    return revision
+
+
+def current(connection: Connection) -> str | None:
+    """The revision the database is at, or ``None`` when brama_sql was never migrated there."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def upgrade(engine_or_connection: Engine | Connection, revision: str = "head") -> None:
+    """Upgrade brama_sql's tables to ``revision``; safe to run from several processes at once.
+
+    Given an engine, the upgrade runs in a transaction of its own and commits. Given a connection,
+    it runs on it and commits only a transaction it began itself: the caller's stays the caller's.
+    """
+    _run(engine_or_connection, lambda cfg: command.upgrade(cfg, revision))
+
+
+def downgrade(engine_or_connection: Engine | Connection, revision: str = "base") -> None:
+    """Downgrade brama_sql's tables to ``revision`` (``"base"`` drops them)."""
+    _run(engine_or_connection, lambda cfg: command.downgrade(cfg, revision))
+
+
+def check(connection: Connection) -> None:
+    """Raise :class:`SchemaError` unless the database is at the shipped head revision."""
+    found = current(connection)
+    if found == head():
+        return
+    if found is None:
+        problem = "brama_sql's tables do not exist in this database"
+    else:
+        problem = f"brama_sql's schema is at revision {found}, not {head()}"
+    raise SchemaError(f"{problem}: run Brama.migrate() or `brama-sql migrate`")
+
+
+def _run(target: Engine | Connection, step: object) -> None:
+    assert callable(step)
+    if isinstance(target, Connection):
+        owns = not target.in_transaction()
+        with _serialised(target):
+            step(config(target))
+            if owns and target.in_transaction():
+                target.commit()
+        return
+    with target.connect() as connection, _serialised(connection):
+        step(config(connection))
+        if connection.in_transaction():
+            connection.commit()
+
+
+@contextmanager
+def _serialised(connection: Connection) -> Iterator[None]:
+    """Hold a database-wide lock named for brama_sql while the scripts run."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        # Released when the transaction that runs the (transactional) DDL ends.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+        yield
+    elif dialect == "mysql":
+        # A session lock: MySQL's DDL commits implicitly, so a transaction cannot hold it.
+        got = connection.execute(
+            text("SELECT GET_LOCK(:name, :timeout)"),
+            {"name": LOCK_NAME, "timeout": MYSQL_LOCK_TIMEOUT_S},
+        ).scalar()
+        if got != 1:
+            raise SchemaError("timed out waiting for another process's brama_sql migration")
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+    else:
+        # SQLite: the first write statement takes the database lock (BEGIN IMMEDIATE on
+        # engines brama_sql creates), and Alembic's DDL runs inside that transaction.
+        yield

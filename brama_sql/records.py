@@ -1,0 +1,61 @@
+"""The records the public API returns: a connection's status and a logged event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from brama_sql.circuit import Cause, Kind, State
+
+
+@dataclass(frozen=True)
+class ConnectionStatus:
+    """A connection's circuit as it is at the moment it was read, with metrics from its log."""
+
+    identifier: str
+    scope: str | None
+    state: State
+    failure_count: int
+    """Consecutive failures since the last success, close or reset."""
+    last_failure_time: datetime | None
+    last_success_time: datetime | None
+    opened_at: datetime | None
+    """When the circuit was last opened (by failures or by hand)."""
+    metadata: dict[str, Any] = field(hash=False)
+    failure_threshold: int
+    expiry: float
+    """Seconds an open circuit waits before it lets probes through."""
+    registered_at: datetime
+    state_changed_at: datetime
+    total_successes: int
+    total_failures: int
+    success_rate: float | None
+    """``successes / (successes + failures)`` since registration; ``None`` before any report."""
+    time_since_state_change: float
+    """Seconds from ``state_changed_at`` to the moment of the read."""
+
+    @property
+    def available(self) -> bool:
+        """Whether calls may go through: every state but ``open``."""
+        return self.state is not State.OPEN
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of the append-only event log."""
+
+    id: int
+    identifier: str
+    scope: str | None
+    kind: Kind
+    occurred_at: datetime
+    from_state: State | None
+    to_state: State | None
+    reason: str | None
+    failure_count: int
+    """The connection's consecutive failure count after the event."""
+    cause: Cause | None = None
+    """For transitions: what caused it (a report, the expiry, a manual action)."""
+    actor: str | None = None
+    """Who wrote the event: ``host:pid`` of the process."""

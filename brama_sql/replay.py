@@ -1,0 +1,86 @@
+"""Replaying a log: the events of a connection, fed in order through the state machine, must
+reproduce its row. Operators and tests use :func:`replay` to check that the log explains it."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from brama_sql import circuit as machine
+from brama_sql.circuit import MANUAL_ACTIONS, Cause, Circuit, Kind, Occurrence, Settings
+from brama_sql.errors import BramaError
+from brama_sql.records import Event
+
+
+class ReplayError(BramaError):
+    """The log does not follow from the state machine."""
+
+
+def replay(log: Iterable[Event], settings: Settings) -> Circuit | None:
+    """The circuit the log leads to, or ``None`` when the connection was unregistered or removed.
+
+    ``log`` holds one connection's events in id order (several registrations are fine: each
+    ``registered`` starts afresh). Raises :class:`ReplayError` at the first event the machine
+    would not have written.
+    """
+    circuit: Circuit | None = None
+    expected: deque[Occurrence] = deque()
+    for event in log:
+        seen = _occurrence(event)
+        if expected:
+            _match(event, seen, expected.popleft())
+            continue
+        if event.kind is Kind.REGISTERED:
+            circuit = machine.INITIAL
+            continue
+        if circuit is None:
+            raise ReplayError(f"event {event.id} ({event.kind}) before any registration")
+        if event.kind in (Kind.UNREGISTERED, Kind.REMOVED):
+            _expect_no_expiry(event, circuit, settings)
+            circuit = None
+            continue
+        if event.kind in (Kind.SUCCESS, Kind.FAILURE):
+            _expect_no_expiry(event, circuit, settings)
+            outcome = machine.record(circuit, settings, event.kind, event.occurred_at, event.reason)
+        elif event.cause is Cause.EXPIRY:
+            outcome = machine.expire(circuit, settings, event.occurred_at)
+        elif event.cause in MANUAL_ACTIONS:
+            assert event.cause is not None
+            _expect_no_expiry(event, circuit, settings)
+            outcome = machine.force(circuit, event.cause, event.occurred_at, event.reason)
+        else:
+            raise ReplayError(f"event {event.id}: a {event.cause} transition that nothing caused")
+        if not outcome.occurrences:
+            raise ReplayError(f"event {event.id}: the machine writes nothing here")
+        _match(event, seen, outcome.occurrences[0])
+        expected.extend(outcome.occurrences[1:])
+        circuit = outcome.circuit
+    if expected:
+        raise ReplayError(f"the log ends before the events the machine expects: {list(expected)}")
+    return circuit
+
+
+def _occurrence(event: Event) -> Occurrence:
+    return Occurrence(
+        event.kind,
+        event.occurred_at,
+        event.failure_count,
+        from_state=event.from_state,
+        to_state=event.to_state,
+        reason=event.reason,
+        cause=event.cause,
+    )
+
+
+def _match(event: Event, seen: Occurrence, wanted: Occurrence) -> None:
+    if seen.kind is Kind.TRANSITION and wanted.cause is not Cause.REPORT:
+        # Manual and expiry transitions: the machine's default reason may have been replaced.
+        seen = Occurrence(seen.kind, seen.occurred_at, seen.failure_count, seen.from_state,
+                          seen.to_state, wanted.reason, seen.cause)
+    if seen != wanted:
+        raise ReplayError(f"event {event.id} is {seen}, the machine expects {wanted}")
+
+
+def _expect_no_expiry(event: Event, circuit: Circuit, settings: Settings) -> None:
+    if machine.expire(circuit, settings, event.occurred_at).occurrences:
+        raise ReplayError(f"event {event.id}: a due expiry was not logged before it")

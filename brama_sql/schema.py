@@ -1,0 +1,87 @@
+"""The brama_sql tables. Alembic scripts in ``migrations/`` create them; this module describes them
+for queries and for the check that models and migrations agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from brama_sql.types import ExactString, UTCDateTime
+
+IDENTIFIER_LENGTH = 255
+REASON_LENGTH = 1024
+UNSCOPED = ""
+"""How the unscoped connection (``scope=None``) is stored: an empty scope, which the API rejects
+as a real scope, so ``UNIQUE (identifier, scope)`` holds on every dialect without NULLs."""
+
+TABLE_PREFIX = "brama_"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+connections = Table(
+    "brama_connections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("identifier", ExactString(IDENTIFIER_LENGTH), nullable=False),
+    Column("scope", ExactString(IDENTIFIER_LENGTH), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("failure_count", Integer, nullable=False),
+    Column("opened_at", UTCDateTime(), nullable=True),
+    Column("failure_threshold", Integer, nullable=False),
+    Column("expiry", Double(), nullable=False),
+    Column("metadata", JSON(), nullable=False),
+    Column("registered_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("identifier", "scope"),
+    sqlite_autoincrement=True,
+)
+"""One row per registered connection: its circuit and its options."""
+
+events = Table(
+    "brama_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("connection_id", Integer, nullable=False),
+    Column("identifier", ExactString(IDENTIFIER_LENGTH), nullable=False),
+    Column("scope", ExactString(IDENTIFIER_LENGTH), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=True),
+    Column("reason", String(REASON_LENGTH), nullable=True),
+    Column("failure_count", Integer, nullable=False),
+    Column("cause", String(16), nullable=True),
+    Column("actor", String(255), nullable=True),
+    Index(None, "connection_id", "kind", "occurred_at"),
+    Index(None, "connection_id", "occurred_at"),
+    Index(None, "identifier", "scope", "id"),
+    Index(None, "occurred_at"),
+    sqlite_autoincrement=True,
+)
+"""The append-only log: rows are inserted, never updated. ``connection_id`` is the id the
+connection's row had (no foreign key: the history outlives the row)."""
+
+
+def stored_scope(scope: str | None) -> str:
+    """The value stored in the ``scope`` column for an API scope."""
+    return UNSCOPED if scope is None else scope
+
+
+def api_scope(stored: str) -> str | None:
+    """The API scope for a value of the ``scope`` column."""
+    return None if stored == UNSCOPED else stored

@@ -1,0 +1,69 @@
+"""Column types that behave the same on SQLite, PostgreSQL and MySQL/MariaDB."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime with microseconds on every dialect.
+
+    PostgreSQL stores ``timestamptz``; SQLite and MySQL have no time zone type, so the value is
+    stored as naive UTC and UTC is attached again when it is read. MySQL gets ``DATETIME(6)``
+    because a plain ``DATETIME`` drops the fraction of a second.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=dialect.name == "postgresql"))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: brama_sql stores aware UTC times only")
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "postgresql":
+            return value
+        return value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class ExactString(TypeDecorator[str]):
+    """A string compared exactly: by code point, case- and accent-sensitive, trailing spaces count.
+
+    PostgreSQL's and SQLite's default comparisons already are. MySQL and MariaDB get a binary
+    collation without pad-space (``utf8mb4_nopad_bin`` on MariaDB, ``utf8mb4_0900_bin`` on MySQL 8);
+    their default collations would merge ``"DB"`` and ``"db"``, ``"é"`` and ``"e"``, or ``"db "``
+    and ``"db"``.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        length = self.impl_instance.length
+        if dialect.name == "mysql":
+            collation = "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else (
+                "utf8mb4_0900_bin"
+            )
+            return dialect.type_descriptor(
+                mysql.VARCHAR(length, charset="utf8mb4", collation=collation)
+            )
+        return dialect.type_descriptor(String(length))

@@ -1,0 +1,141 @@
+"""Checks of the arguments of the public API. Every check raises before anything is written."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from brama_sql.errors import ArgumentTypeError, InvalidArgumentError
+from brama_sql.schema import IDENTIFIER_LENGTH, REASON_LENGTH
+
+METADATA_BYTES = 65_536
+"""The largest metadata accepted, in bytes of its JSON encoding."""
+MAX_SECONDS = 10 * 365 * 86_400.0
+"""The longest duration accepted for ``expiry`` and ``inactive_after``: ten years."""
+MAX_THRESHOLD = 2**31 - 1
+
+
+def identifier(value: object, name: str = "identifier") -> str:
+    """A non-empty, non-blank string of at most 255 characters that every database can store."""
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidArgumentError(f"{name} must not be empty or blank")
+    if len(value) > IDENTIFIER_LENGTH:
+        raise InvalidArgumentError(
+            f"{name} must be at most {IDENTIFIER_LENGTH} characters, not {len(value)}"
+        )
+    _storable_text(value, name)
+    return value
+
+
+def scope(value: object) -> str | None:
+    """``None`` (the unscoped connection) or a valid identifier."""
+    return None if value is None else identifier(value, "scope")
+
+
+def reason(value: object) -> str | None:
+    """``None`` or a string of at most 1024 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"reason must be a str or None, not {type(value).__name__}")
+    if len(value) > REASON_LENGTH:
+        raise InvalidArgumentError(
+            f"reason must be at most {REASON_LENGTH} characters, not {len(value)}"
+        )
+    _storable_text(value, "reason")
+    return value
+
+
+def metadata(value: object) -> dict[str, Any]:
+    """A dict that JSON encodes and decodes back to an equal dict, of at most 64 KiB."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ArgumentTypeError(f"metadata must be a dict, not {type(value).__name__}")
+    try:
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise InvalidArgumentError(f"metadata must be JSON-encodable: {error}") from None
+    if json.loads(encoded) != value:
+        raise InvalidArgumentError(
+            "metadata must survive a JSON round trip unchanged (string keys, lists not tuples)"
+        )
+    if "\x00" in encoded or _has_surrogate(encoded):
+        raise InvalidArgumentError("metadata must not contain NUL characters or lone surrogates")
+    size = len(encoded.encode("utf-8"))
+    if size > METADATA_BYTES:
+        raise InvalidArgumentError(
+            f"metadata must encode to at most {METADATA_BYTES} bytes of JSON, not {size}"
+        )
+    return dict(value)
+
+
+def threshold(value: object, name: str = "failure_threshold") -> int:
+    """A whole number from 1 to 2**31 - 1 (``bool`` is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 1 <= value <= MAX_THRESHOLD:
+        raise InvalidArgumentError(f"{name} must be between 1 and {MAX_THRESHOLD}, not {value}")
+    return value
+
+
+def seconds(value: object, name: str) -> float:
+    """A positive, finite duration of at most ten years, as seconds or a ``timedelta``."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(
+            f"{name} must be seconds (int or float) or a timedelta, not {type(value).__name__}"
+        )
+    result = float(value)
+    if not math.isfinite(result) or result <= 0:
+        raise InvalidArgumentError(f"{name} must be a positive number of seconds, not {value!r}")
+    if result > MAX_SECONDS:
+        raise InvalidArgumentError(f"{name} must be at most {MAX_SECONDS:.0f} seconds (10 years)")
+    return result
+
+
+def optional_seconds(value: object, name: str) -> float | None:
+    """``None`` or :func:`seconds`."""
+    return None if value is None else seconds(value, name)
+
+
+def moment(value: object, name: str) -> datetime | None:
+    """``None`` or an aware datetime."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ArgumentTypeError(f"{name} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgumentError(f"{name} must be timezone-aware")
+    return value
+
+
+def limit(value: object) -> int | None:
+    """``None`` or a non-negative int."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"limit must be an int or None, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidArgumentError(f"limit must not be negative, not {value}")
+    return value
+
+
+def _storable_text(value: str, name: str) -> None:
+    if "\x00" in value:
+        raise InvalidArgumentError(f"{name} must not contain NUL characters")
+    if _has_surrogate(value):
+        raise InvalidArgumentError(f"{name} must be valid Unicode (it has a lone surrogate)")
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
