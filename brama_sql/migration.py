@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from brama_sql.engine import WRITE
 from brama_sql.errors import SchemaError
 
 VERSION_TABLE = "brama_alembic_version"
@@ -95,7 +96,7 @@ def _run(target: Engine | Connection, step: object) -> None:
             if owns and target.in_transaction():
                 target.commit()
         return
-    with target.connect() as connection, _serialised(connection):
+    with target.connect().execution_options(**WRITE) as connection, _serialised(connection):
         step(config(connection))
         if connection.in_transaction():
             connection.commit()
@@ -122,6 +123,6 @@ def _serialised(connection: Connection) -> Iterator[None]:
         finally:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
     else:
-        # SQLite: the first write statement takes the database lock (BEGIN IMMEDIATE on
-        # engines brama_sql creates), and Alembic's DDL runs inside that transaction.
+        # SQLite: on engines brama_sql creates, the transaction begins IMMEDIATE, which takes
+        # the database's write lock before Alembic reads the version table.
         yield

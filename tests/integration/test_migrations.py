@@ -1,0 +1,124 @@
+"""The schema is made only by the shipped Alembic scripts, on every dialect."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import URL
+
+from brama_sql import Brama, SchemaError
+from brama_sql.migration import VERSION_TABLE, check, current, downgrade, head, upgrade
+from brama_sql.schema import metadata
+
+BRAMA_TABLES = {"brama_connections", "brama_events", VERSION_TABLE}
+
+
+def _tables(url: URL) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(blank_url: URL) -> None:
+    engine = create_engine(blank_url)
+    try:
+        upgrade(engine)
+        assert BRAMA_TABLES <= _tables(blank_url)
+        with engine.connect() as conn:
+            assert current(conn) == head()
+            check(conn)
+        downgrade(engine, "base")
+        assert not _tables(blank_url) & {"brama_connections", "brama_events"}
+        with engine.connect() as conn:
+            assert current(conn) is None
+            with pytest.raises(SchemaError, match="migrate"):
+                check(conn)
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert current(conn) == head()
+    finally:
+        engine.dispose()
+
+
+def test_models_and_migrations_agree(db_url: URL) -> None:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_object": lambda obj, name, type_, *_: type_ != "table"
+                    or name in metadata.tables,
+                },
+            )
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_migrate_is_idempotent_and_keeps_the_host_alembic_history(blank_url: URL) -> None:
+    engine = create_engine(blank_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+            conn.execute(text("INSERT INTO alembic_version VALUES ('host_rev_1')"))
+            conn.execute(text("CREATE TABLE host_table (id INTEGER PRIMARY KEY)"))
+        brama = Brama(blank_url.render_as_string(hide_password=False))
+        brama.migrate()
+        brama.migrate()
+        brama.dispose()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
+                "host_rev_1"
+            )
+            assert current(conn) == head()
+        assert {"host_table", "alembic_version"} <= _tables(blank_url)
+    finally:
+        engine.dispose()
+
+
+def test_migrate_on_a_connection_the_host_passes_in(blank_url: URL) -> None:
+    engine = create_engine(blank_url)
+    brama = Brama(engine)
+    try:
+        with engine.begin() as conn:
+            brama.migrate(conn)
+        brama.register("api")
+        assert brama.status("api").identifier == "api"
+    finally:
+        engine.dispose()
+
+
+def _migrate_in_child(url: str, start: object) -> None:
+    start.wait()  # type: ignore[attr-defined]
+    brama = Brama(url)
+    brama.migrate()
+    brama.dispose()
+
+
+def test_concurrent_migrations_from_several_processes(blank_url: URL) -> None:
+    url = blank_url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    children = [context.Process(target=_migrate_in_child, args=(url, start)) for _ in range(4)]
+    for child in children:
+        child.start()
+    start.set()
+    for child in children:
+        child.join(120)
+    assert [child.exitcode for child in children] == [0, 0, 0, 0]
+    engine = create_engine(blank_url)
+    try:
+        with engine.connect() as conn:
+            assert current(conn) == head()
+            rows = conn.execute(text(f"SELECT count(*) FROM {VERSION_TABLE}")).scalar()
+        assert rows == 1
+    finally:
+        engine.dispose()
