@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+import logging
+import os
+import socket
+import threading
+import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, true
 from sqlalchemy.engine import URL, Connection, Engine
@@ -13,11 +18,21 @@ from brama_sql import circuit as machine
 from brama_sql import engine as engines
 from brama_sql import migration, validation
 from brama_sql.circuit import Cause, Kind, Settings
-from brama_sql.clock import Clock, system_clock
-from brama_sql.errors import AlreadyRegisteredError, ArgumentTypeError
+from brama_sql.clock import DATABASE, Clock, system_clock
+from brama_sql.errors import (
+    AlreadyRegisteredError,
+    ArgumentTypeError,
+    BramaDatabaseError,
+    InvalidArgumentError,
+)
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.schema import connections, events, stored_scope
 from brama_sql.store import Identity, Registration, Store
+
+logger = logging.getLogger("brama_sql")
+
+DatabaseErrorPolicy = Literal["raise", "allow", "deny"]
+POLICIES: tuple[str, ...] = ("raise", "allow", "deny")
 
 
 class _Every(enum.Enum):
@@ -28,6 +43,15 @@ class _Every(enum.Enum):
 
 EVERY_SCOPE = _Every.EVERY_SCOPE
 """The default ``scope`` of :meth:`Brama.connections` and :meth:`Brama.events`: no filter."""
+
+
+class _Unset(enum.Enum):
+    """An option of :meth:`Brama.register` that was left out (``None`` has a meaning there)."""
+
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
 
 
 class Brama:
@@ -46,26 +70,56 @@ class Brama:
         *,
         failure_threshold: int = 5,
         expiry: float | timedelta = 60.0,
+        half_open_max_calls: int | None = None,
+        probe_timeout: float | timedelta | None = None,
         inactive_after: float | timedelta | None = 86_400.0,
-        clock: Clock | None = None,
+        clock: Clock | Literal["database"] | None = None,
+        on_db_error: DatabaseErrorPolicy = "raise",
+        lock_timeout: float | timedelta = 5.0,
     ) -> None:
         self.failure_threshold = validation.threshold(failure_threshold)
         self.expiry = validation.seconds(expiry, "expiry")
+        self.half_open_max_calls = _max_calls(half_open_max_calls)
+        self.probe_timeout = validation.optional_seconds(probe_timeout, "probe_timeout")
         self.inactive_after = validation.optional_seconds(inactive_after, "inactive_after")
-        if clock is not None and not callable(clock):
-            raise ArgumentTypeError(f"clock must be callable, not {type(clock).__name__}")
+        self.lock_timeout = validation.seconds(lock_timeout, "lock_timeout")
+        if on_db_error not in POLICIES:
+            raise InvalidArgumentError(
+                f"on_db_error must be one of {', '.join(map(repr, POLICIES))}, not {on_db_error!r}"
+            )
+        self.on_db_error: DatabaseErrorPolicy = on_db_error
+        if clock == DATABASE:
+            chosen: Clock | None = None
+        elif clock is None:
+            chosen = system_clock
+        elif callable(clock):
+            chosen = clock
+        else:
+            raise ArgumentTypeError(
+                f"clock must be a callable or \"database\", not {type(clock).__name__}"
+            )
         if isinstance(url, Engine):
-            self.engine = url
+            self.engine, owns_engine = url, False
         elif isinstance(url, (str, URL)):
-            self.engine = engines.build(url)
+            self.engine, owns_engine = engines.build(url, self.lock_timeout), True
         else:
             raise ArgumentTypeError(
                 f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
             )
-        self._store = Store(self.engine, clock or system_clock)
+        self._store = Store(self.engine, chosen, self.lock_timeout, owns_engine)
+        self._token = uuid.uuid4().hex[:8]
 
     def __repr__(self) -> str:
         return f"Brama({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def actor(self) -> str:
+        """Who the current caller is: ``host:pid:instance:thread``.
+
+        Written into every event the caller causes (so the transition event of a trip names
+        the caller whose report tripped it), and the holder of the probe permits it claims.
+        """
+        actor = f"{socket.gethostname()}:{os.getpid()}:{self._token}:{threading.get_native_id()}"
+        return actor[-255:]
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -89,10 +143,14 @@ class Brama:
         metadata: dict[str, Any] | None = None,
         failure_threshold: int | None = None,
         expiry: float | timedelta | None = None,
+        half_open_max_calls: int | _Unset | None = UNSET,
+        probe_timeout: float | timedelta | _Unset | None = UNSET,
         exist_ok: bool = False,
     ) -> ConnectionStatus:
         """Start monitoring a connection; it begins in ``unknown``.
 
+        Options left out take the constructor's values (``half_open_max_calls=None`` and
+        ``probe_timeout=None`` given explicitly mean no limit and "the expiry").
         Raises :class:`AlreadyRegisteredError` if it exists, unless ``exist_ok`` is true: then
         the existing connection is returned untouched (registering never resets shared state).
         """
@@ -101,13 +159,23 @@ class Brama:
             self.failure_threshold if failure_threshold is None else failure_threshold
         )
         seconds = validation.seconds(self.expiry if expiry is None else expiry, "expiry")
-        registration = Registration(
-            validation.metadata(metadata), Settings(threshold, timedelta(seconds=seconds))
+        max_calls = _max_calls(
+            self.half_open_max_calls if half_open_max_calls is UNSET else half_open_max_calls
         )
+        probe = validation.optional_seconds(
+            self.probe_timeout if probe_timeout is UNSET else probe_timeout, "probe_timeout"
+        )
+        settings = Settings(
+            failure_threshold=threshold,
+            expiry=timedelta(seconds=seconds),
+            half_open_max_calls=max_calls,
+            probe_timeout=None if probe is None else timedelta(seconds=probe),
+        )
+        registration = Registration(validation.metadata(metadata), settings)
         if not isinstance(exist_ok, bool):
             raise ArgumentTypeError(f"exist_ok must be a bool, not {type(exist_ok).__name__}")
         try:
-            return self._store.register(identity, registration)
+            return self._store.register(identity, registration, self.actor())
         except AlreadyRegisteredError:
             if exist_ok:
                 return self._store.status(identity)
@@ -115,18 +183,31 @@ class Brama:
 
     def unregister(self, identifier: str, *, scope: str | None = None) -> bool:
         """Stop monitoring a connection (its history stays); ``True`` if it existed."""
-        return self._store.unregister(_identity(identifier, scope))
+        return self._store.unregister(_identity(identifier, scope), self.actor())
 
     def available(self, identifier: str, *, scope: str | None = None) -> bool:
-        """Whether calls may go through: ``True`` unless the circuit is open. ``False`` for a
-        connection that is not registered. Reads only."""
-        return self._store.available(_identity(identifier, scope))
+        """Whether a call may go through now: ``True`` unless the circuit is open. ``False`` for
+        a connection that is not registered.
+
+        Reads only, except in a half-open circuit with ``half_open_max_calls`` set: there each
+        ``True`` is a probe permit claimed in the database for this caller (:meth:`actor`),
+        settled by the caller's next report or expired after ``probe_timeout``. When the
+        database fails, ``on_db_error`` decides: raise, ``True`` ("allow") or ``False`` ("deny").
+        """
+        identity = _identity(identifier, scope)
+        try:
+            return self._store.available(identity, self.actor())
+        except BramaDatabaseError as error:
+            if self.on_db_error == "raise":
+                raise
+            logger.warning("available() answers %s: %s", self.on_db_error, error)
+            return self.on_db_error == "allow"
 
     def status(self, identifier: str, *, scope: str | None = None) -> ConnectionStatus:
         """The connection's circuit and its metrics, as of now."""
         return self._store.status(_identity(identifier, scope))
 
-    def connections(self, *, scope: str | None | _Every = EVERY_SCOPE) -> list[ConnectionStatus]:
+    def connections(self, *, scope: str | _Every | None = EVERY_SCOPE) -> list[ConnectionStatus]:
         """The status of every registered connection, ordered by scope then identifier.
 
         Leave ``scope`` out for every scope; ``scope=None`` lists only unscoped connections.
@@ -140,7 +221,7 @@ class Brama:
         self,
         identifier: str | None = None,
         *,
-        scope: str | None | _Every = EVERY_SCOPE,
+        scope: str | _Every | None = EVERY_SCOPE,
         since: datetime | None = None,
         limit: int | None = None,
     ) -> list[Event]:
@@ -162,34 +243,52 @@ class Brama:
 
     # -- reports ----------------------------------------------------------------------------
 
-    def success(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+    def success(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
         """Report a successful call to the dependency."""
         self._report(Kind.SUCCESS, identifier, scope, reason)
 
-    def failure(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+    def failure(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
         """Report a failed call to the dependency (``reason`` is logged with it)."""
         self._report(Kind.FAILURE, identifier, scope, reason)
 
     def _report(self, kind: Kind, identifier: str, scope: str | None, reason: str | None) -> None:
         identity = _identity(identifier, scope)
         note = validation.reason(reason)
-        self._store.change(
-            kind.value,
-            identity,
-            lambda circuit, settings, now: machine.record(circuit, settings, kind, now, note),
-        )
+        try:
+            self._store.change(
+                kind.value,
+                identity,
+                lambda circuit, settings, now, holds: machine.record(
+                    circuit, settings, kind, now, note, holds
+                ),
+                self.actor(),
+            )
+        except BramaDatabaseError as error:
+            if self.on_db_error == "raise":
+                raise
+            logger.warning("%s report for %s dropped: %s", kind.value, identifier, error)
 
     # -- manual controls ------------------------------------------------------------------
 
-    def open(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+    def open(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
         """Force the circuit open now (``opened_at`` is now; the expiry runs from here)."""
         self._force(Cause.MANUAL_OPEN, identifier, scope, reason)
 
-    def close(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+    def close(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
         """Force the circuit closed and zero its consecutive failure count."""
         self._force(Cause.MANUAL_CLOSE, identifier, scope, reason)
 
-    def reset(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
+    def reset(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
         """Return the circuit to a clean closed state (today the same as :meth:`close`)."""
         self._force(Cause.MANUAL_RESET, identifier, scope, reason)
 
@@ -199,7 +298,8 @@ class Brama:
         self._store.change(
             action.value,
             identity,
-            lambda circuit, _settings, now: machine.force(circuit, action, now, note),
+            lambda circuit, _settings, now, _holds: machine.force(circuit, action, now, note),
+            self.actor(),
         )
 
     # -- maintenance ------------------------------------------------------------------------
@@ -212,11 +312,15 @@ class Brama:
         """
         if self.inactive_after is None:
             return 0
-        return self._store.cleanup(timedelta(seconds=self.inactive_after))
+        return self._store.cleanup(timedelta(seconds=self.inactive_after), self.actor())
 
     def dispose(self) -> None:
         """Close the engine's pooled database connections."""
         self.engine.dispose()
+
+
+def _max_calls(value: object) -> int | None:
+    return None if value is None else validation.threshold(value, "half_open_max_calls")
 
 
 def _identity(identifier: object, scope: object) -> Identity:

@@ -67,6 +67,20 @@ class Settings:
 
     failure_threshold: int
     expiry: timedelta
+    half_open_max_calls: int | None = None
+    """How many probe permits a half-open circuit hands out at once; ``None``: no limit."""
+    probe_timeout: timedelta | None = None
+    """How long a permit stays claimed without a report; ``None``: the expiry."""
+
+    @property
+    def permits_limited(self) -> bool:
+        """Whether half-open calls need a claimed permit."""
+        return self.half_open_max_calls is not None
+
+    @property
+    def permit_lifetime(self) -> timedelta:
+        """How long a claimed permit lasts before another caller may claim it."""
+        return self.expiry if self.probe_timeout is None else self.probe_timeout
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,8 @@ class Circuit:
     state: State
     failure_count: int = 0
     opened_at: datetime | None = None
+    episode: int = 0
+    """How many times the circuit has opened; probe permits belong to one episode."""
 
     def expires_at(self, settings: Settings) -> datetime | None:
         """The instant an open circuit becomes half-open, or ``None`` when it is not open."""
@@ -95,6 +111,8 @@ class Occurrence:
     to_state: State | None = None
     reason: str | None = None
     cause: Cause | None = None
+    probe: bool = False
+    """For reports: the report settled a half-open probe and so decided the circuit."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,12 @@ def is_available(state: State) -> bool:
     return state is not State.OPEN
 
 
+def may_claim_permit(settings: Settings, active_permits: int) -> bool:
+    """Whether a half-open circuit with ``active_permits`` unexpired permits grants one more."""
+    limit = settings.half_open_max_calls
+    return limit is None or active_permits < limit
+
+
 def current(circuit: Circuit, settings: Settings, now: datetime) -> Circuit:
     """The circuit as it is at ``now``, with a due expiry applied (for reads, which never write)."""
     return expire(circuit, settings, now).circuit
@@ -138,52 +162,47 @@ def expire(circuit: Circuit, settings: Settings, now: datetime) -> Outcome:
 
 
 def record(
-    circuit: Circuit, settings: Settings, kind: Kind, now: datetime, reason: str | None = None
+    circuit: Circuit,
+    settings: Settings,
+    kind: Kind,
+    now: datetime,
+    reason: str | None = None,
+    holds_permit: bool = False,
 ) -> Outcome:
     """Apply a ``success`` or ``failure`` report made at ``now``.
 
+    A report while ``open`` is a late result: logged and counted, the state and the timer stay.
+    In ``half_open`` a report decides the circuit only when it is a probe (permits are unlimited,
+    or the reporter ``holds_permit`` of the current episode); any other report is a late result.
     Call :func:`expire` first: a report never applies an expiry itself.
     """
-    if kind is Kind.SUCCESS:
-        return _record_success(circuit, now, reason)
-    if kind is Kind.FAILURE:
-        return _record_failure(circuit, settings, now, reason)
-    raise ValueError(f"not a report: {kind!r}")
-
-
-def _record_success(circuit: Circuit, now: datetime, reason: str | None) -> Outcome:
-    report = Occurrence(Kind.SUCCESS, now, 0, reason=reason)
-    after = replace(circuit, failure_count=0)
-    if circuit.state is State.OPEN:
-        # A late result: counted and logged, the circuit stays open and keeps its timer.
-        return Outcome(after, (report,))
-    if circuit.state is State.CLOSED:
-        return Outcome(after, (report,))
-    closed = replace(after, state=State.CLOSED)
-    cause_reason = "probe succeeded" if circuit.state is State.HALF_OPEN else "first success"
-    return Outcome(closed, (report, _transition(circuit, closed, now, Cause.REPORT, cause_reason)))
-
-
-def _record_failure(
-    circuit: Circuit, settings: Settings, now: datetime, reason: str | None
-) -> Outcome:
-    count = circuit.failure_count + 1
-    report = Occurrence(Kind.FAILURE, now, count, reason=reason)
+    if kind not in (Kind.SUCCESS, Kind.FAILURE):
+        raise ValueError(f"not a report: {kind!r}")
+    state = circuit.state
+    probe = state is State.HALF_OPEN and (not settings.permits_limited or holds_permit)
+    count = 0 if kind is Kind.SUCCESS else circuit.failure_count + 1
+    report = Occurrence(kind, now, count, reason=reason, probe=probe)
     after = replace(circuit, failure_count=count)
-    if circuit.state is State.OPEN:
+    if state is State.OPEN or (state is State.HALF_OPEN and not probe):
         return Outcome(after, (report,))
-    if circuit.state is State.HALF_OPEN:
-        reopened = replace(after, state=State.OPEN, opened_at=now)
-        event = _transition(circuit, reopened, now, Cause.REPORT, "probe failed")
-        return Outcome(reopened, (report, event))
+    if kind is Kind.SUCCESS:
+        if state is State.CLOSED:
+            return Outcome(after, (report,))
+        why = "probe succeeded" if probe else "first success"
+        return _moved(circuit, replace(after, state=State.CLOSED), report, why)
+    if probe:
+        return _moved(circuit, _opened(after, now), report, "probe failed")
     if count >= settings.failure_threshold:
-        opened = replace(after, state=State.OPEN, opened_at=now)
-        event = _transition(circuit, opened, now, Cause.REPORT, "failure threshold reached")
-        return Outcome(opened, (report, event))
-    if circuit.state is State.UNKNOWN:
-        closed = replace(after, state=State.CLOSED)
-        return Outcome(closed, (report, _transition(circuit, closed, now, Cause.REPORT, "first failure")))
+        return _moved(circuit, _opened(after, now), report, "failure threshold reached")
+    if state is State.UNKNOWN:
+        return _moved(circuit, replace(after, state=State.CLOSED), report, "first failure")
     return Outcome(after, (report,))
+
+
+def _moved(before: Circuit, after: Circuit, report: Occurrence, why: str) -> Outcome:
+    """A report and the transition it caused, at the report's instant."""
+    moved = _transition(before, after, report.occurred_at, Cause.REPORT, why)
+    return Outcome(after, (report, moved))
 
 
 def force(circuit: Circuit, action: Cause, now: datetime, reason: str | None = None) -> Outcome:
@@ -195,11 +214,16 @@ def force(circuit: Circuit, action: Cause, now: datetime, reason: str | None = N
         raise ValueError(f"not a manual action: {action!r}")
     target, default_reason = MANUAL_ACTIONS[action]
     if target is State.OPEN:
-        forced = replace(circuit, state=State.OPEN, opened_at=now)
+        forced = _opened(circuit, now)
     else:
         forced = replace(circuit, state=State.CLOSED, failure_count=0)
     event = _transition(circuit, forced, now, action, reason or default_reason)
     return Outcome(forced, (event,))
+
+
+def _opened(circuit: Circuit, now: datetime) -> Circuit:
+    """Open the circuit at ``now``: a new episode, whose probes the old permits cannot settle."""
+    return replace(circuit, state=State.OPEN, opened_at=now, episode=circuit.episode + 1)
 
 
 def _transition(

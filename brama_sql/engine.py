@@ -11,36 +11,42 @@ from sqlalchemy.pool import StaticPool
 DEFAULT_URL = "sqlite:///brama.db"
 WRITE = {"brama_sql_write": True}
 """Execution options of a connection that will write: on SQLite it begins ``IMMEDIATE``."""
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_S = 5
+"""How long a new server connection may take before the attempt fails."""
 
 
-def build(url: str | URL) -> Engine:
+def build(url: str | URL, lock_timeout: float) -> Engine:
     """Create an engine for ``url``; on SQLite, set it up for row-safe concurrent writers.
 
     SQLite gets WAL journaling, a busy timeout, and transactions that brama_sql begins itself:
     ``BEGIN IMMEDIATE`` for a write (the whole-database write lock is taken before the row is
     read, which is SQLite's equivalent of ``SELECT ... FOR UPDATE``) and a plain ``BEGIN`` for
-    a read.
+    a read. ``lock_timeout`` (seconds) is SQLite's busy timeout. Server engines check pooled
+    connections before use and give up connecting after a few seconds.
     """
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+    backend = parsed.get_backend_name()
+    if backend != "sqlite":
+        connect_args: dict[str, Any] = {}
+        if backend in ("postgresql", "mysql") and "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     memory = parsed.database in (None, "", ":memory:")
     options: dict[str, Any] = {}
     if memory:
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     engine = create_engine(parsed, **options)
-    _take_over_sqlite_transactions(engine, wal=not memory)
+    _take_over_sqlite_transactions(engine, wal=not memory, busy_ms=round(lock_timeout * 1000))
     return engine
 
 
-def _take_over_sqlite_transactions(engine: Engine, wal: bool) -> None:
+def _take_over_sqlite_transactions(engine: Engine, wal: bool, busy_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Stop pysqlite from beginning transactions lazily; brama_sql emits BEGIN itself.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         if wal:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")

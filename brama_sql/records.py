@@ -34,6 +34,10 @@ class ConnectionStatus:
     """``successes / (successes + failures)`` since registration; ``None`` before any report."""
     time_since_state_change: float
     """Seconds from ``state_changed_at`` to the moment of the read."""
+    half_open_max_calls: int | None = None
+    """How many probes a half-open circuit lets through at once; ``None``: no limit."""
+    probe_timeout: float | None = None
+    """Seconds a probe permit lasts without a report (the expiry unless set)."""
 
     @property
     def available(self) -> bool:
@@ -57,5 +61,7 @@ class Event:
     """The connection's consecutive failure count after the event."""
     cause: Cause | None = None
     """For transitions: what caused it (a report, the expiry, a manual action)."""
+    probe: bool = False
+    """For reports: it was a half-open probe's result, and so it decided the circuit."""
     actor: str | None = None
-    """Who wrote the event: ``host:pid`` of the process."""
+    """Who wrote the event: :meth:`Brama.actor` of the caller (``host:pid:instance:thread``)."""

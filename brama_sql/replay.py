@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import replace
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import MANUAL_ACTIONS, Cause, Circuit, Kind, Occurrence, Settings
@@ -41,7 +42,9 @@ def replay(log: Iterable[Event], settings: Settings) -> Circuit | None:
             continue
         if event.kind in (Kind.SUCCESS, Kind.FAILURE):
             _expect_no_expiry(event, circuit, settings)
-            outcome = machine.record(circuit, settings, event.kind, event.occurred_at, event.reason)
+            outcome = machine.record(
+                circuit, settings, event.kind, event.occurred_at, event.reason, event.probe
+            )
         elif event.cause is Cause.EXPIRY:
             outcome = machine.expire(circuit, settings, event.occurred_at)
         elif event.cause in MANUAL_ACTIONS:
@@ -69,14 +72,14 @@ def _occurrence(event: Event) -> Occurrence:
         to_state=event.to_state,
         reason=event.reason,
         cause=event.cause,
+        probe=event.probe,
     )
 
 
 def _match(event: Event, seen: Occurrence, wanted: Occurrence) -> None:
     if seen.kind is Kind.TRANSITION and wanted.cause is not Cause.REPORT:
         # Manual and expiry transitions: the machine's default reason may have been replaced.
-        seen = Occurrence(seen.kind, seen.occurred_at, seen.failure_count, seen.from_state,
-                          seen.to_state, wanted.reason, seen.cause)
+        seen = replace(seen, reason=wanted.reason)
     if seen != wanted:
         raise ReplayError(f"event {event.id} is {seen}, the machine expects {wanted}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Double,
     Index,
@@ -25,6 +26,8 @@ UNSCOPED = ""
 as a real scope, so ``UNIQUE (identifier, scope)`` holds on every dialect without NULLs."""
 
 TABLE_PREFIX = "brama_"
+BIG_ID = BigInteger().with_variant(Integer, "sqlite")
+"""A 64-bit key (SQLite autoincrements only an ``INTEGER PRIMARY KEY``)."""
 
 metadata = MetaData(
     naming_convention={
@@ -45,6 +48,9 @@ connections = Table(
     Column("opened_at", UTCDateTime(), nullable=True),
     Column("failure_threshold", Integer, nullable=False),
     Column("expiry", Double(), nullable=False),
+    Column("half_open_max_calls", Integer, nullable=True),
+    Column("probe_timeout", Double(), nullable=True),
+    Column("episode", Integer, nullable=False),
     Column("metadata", JSON(), nullable=False),
     Column("registered_at", UTCDateTime(), nullable=False),
     UniqueConstraint("identifier", "scope"),
@@ -55,7 +61,7 @@ connections = Table(
 events = Table(
     "brama_events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
     Column("connection_id", Integer, nullable=False),
     Column("identifier", ExactString(IDENTIFIER_LENGTH), nullable=False),
     Column("scope", ExactString(IDENTIFIER_LENGTH), nullable=False),
@@ -66,6 +72,7 @@ events = Table(
     Column("reason", String(REASON_LENGTH), nullable=True),
     Column("failure_count", Integer, nullable=False),
     Column("cause", String(16), nullable=True),
+    Column("probe", Boolean, nullable=False),
     Column("actor", String(255), nullable=True),
     Index(None, "connection_id", "kind", "occurred_at"),
     Index(None, "connection_id", "occurred_at"),
@@ -75,6 +82,21 @@ events = Table(
 )
 """The append-only log: rows are inserted, never updated. ``connection_id`` is the id the
 connection's row had (no foreign key: the history outlives the row)."""
+
+permits = Table(
+    "brama_permits",
+    metadata,
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
+    Column("connection_id", Integer, nullable=False),
+    Column("episode", Integer, nullable=False),
+    Column("holder", String(255), nullable=False),
+    Column("claimed_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Index(None, "connection_id", "episode", "expires_at"),
+)
+"""Probe permits of half-open circuits whose ``half_open_max_calls`` is set: one row per caller
+let through, until its report settles it or ``expires_at`` passes. Only ever touched while the
+connection's row lock is held."""
 
 
 def stored_scope(scope: str | None) -> str:

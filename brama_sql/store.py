@@ -7,22 +7,23 @@ events, commit. Nothing here runs the caller's own work, so no lock outlives a c
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import functools
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from brama_sql import circuit as machine
 from brama_sql import migration
 from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
-from brama_sql.clock import Clock, read
+from brama_sql.clock import Clock, database_now, read
 from brama_sql.engine import WRITE
 from brama_sql.errors import (
     AlreadyRegisteredError,
@@ -31,10 +32,19 @@ from brama_sql.errors import (
     SchemaError,
 )
 from brama_sql.records import ConnectionStatus, Event
-from brama_sql.schema import api_scope, connections, events, stored_scope
+from brama_sql.schema import api_scope, connections, events, permits, stored_scope
 
-Step = Callable[[Circuit, Settings, datetime], Outcome]
-"""A state-machine step applied to a locked connection at an instant."""
+T = TypeVar("T")
+
+Step = Callable[[Circuit, Settings, datetime, bool], Outcome]
+"""A state-machine step applied to a locked connection at an instant; the flag tells whether
+the caller holds a probe permit of the current episode."""
+
+ATTEMPTS = 3
+"""How often a transaction is tried when the database reports a deadlock or a serialization
+failure (never for a lock wait timeout: that limit exists to give up)."""
+RETRYABLE_SQLSTATES = {"40001", "40P01"}
+RETRYABLE_MYSQL_ERRORS = {1213}
 
 
 @dataclass(frozen=True)
@@ -71,48 +81,76 @@ class _Metrics:
 
 
 class Store:
-    """Reads and changes brama_sql's tables through one SQLAlchemy engine."""
+    """Reads and changes brama_sql's tables through one SQLAlchemy engine.
 
-    def __init__(self, engine: Engine, clock: Clock) -> None:
+    ``clock`` is a callable, or ``None`` to read the database server's clock inside each
+    transaction. ``lock_wait`` bounds how long a transaction waits for a row lock.
+    ``owns_engine`` tells whether brama_sql created the engine (then session settings may be
+    changed on its connections; on a host's engine they are kept to the transaction).
+    """
+
+    def __init__(
+        self, engine: Engine, clock: Clock | None, lock_wait: float, owns_engine: bool
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.lock_wait = lock_wait
+        self.owns_engine = owns_engine
         self._schema_checked = False
 
     # -- transactions -----------------------------------------------------------------------
 
-    @contextmanager
-    def reading(self, operation: str) -> Iterator[Connection]:
-        """A read-only transaction; database failures become :class:`BramaDatabaseError`."""
-        with self._translated(operation), self.engine.connect() as conn, conn.begin():
-            self._ensure_schema(conn)
-            yield conn
-
-    @contextmanager
-    def writing(self, operation: str) -> Iterator[Connection]:
-        """A transaction that will write (``BEGIN IMMEDIATE`` on SQLite engines brama created)."""
-        with (
-            self._translated(operation),
-            self.engine.connect().execution_options(**WRITE) as conn,
-            conn.begin(),
-        ):
-            self._ensure_schema(conn)
-            yield conn
-
-    @contextmanager
-    def _translated(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except DBAPIError as error:
-            if isinstance(error, IntegrityError):
+    def run(self, operation: str, body: Callable[[Connection], T], *, write: bool) -> T:
+        """Run ``body`` in one transaction and commit; retry deadlocks a bounded number of
+        times; turn database failures into :class:`BramaDatabaseError` naming ``operation``."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._once(body, write)
+            except IntegrityError:
                 raise
-            self._schema_checked = False
-            if not error.connection_invalidated:
-                self._recheck_schema(operation, error)
-            raise BramaDatabaseError(operation, error.orig or error) from error
-        except SQLAlchemyError as error:
-            raise BramaDatabaseError(operation, error) from error
+            except DBAPIError as error:
+                if attempt < ATTEMPTS and _retryable(error):
+                    time.sleep(random.uniform(0.005, 0.02) * attempt)
+                    continue
+                self._schema_checked = False
+                if not error.connection_invalidated:
+                    self._recheck_schema(error)
+                raise BramaDatabaseError(operation, error.orig or error) from error
+            except SQLAlchemyError as error:
+                raise BramaDatabaseError(operation, error) from error
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _recheck_schema(self, operation: str, error: DBAPIError) -> None:
+    def _once(self, body: Callable[[Connection], T], write: bool) -> T:
+        with self.engine.connect() as conn:
+            if write:
+                conn.execution_options(**WRITE)
+            with conn.begin():
+                self._ensure_schema(conn)
+                if write:
+                    self._limit_lock_wait(conn)
+                return body(conn)
+
+    def _limit_lock_wait(self, conn: Connection) -> None:
+        """Make a blocked lock wait fail after ``lock_wait`` seconds instead of hanging."""
+        dialect = conn.dialect.name
+        if dialect == "postgresql" and not self.owns_engine:
+            milliseconds = max(1, round(self.lock_wait * 1000))
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+            return
+        if conn.info.get("brama_sql_lock_wait") == self.lock_wait:
+            return
+        if dialect == "postgresql":
+            milliseconds = max(1, round(self.lock_wait * 1000))
+            conn.exec_driver_sql(f"SET SESSION lock_timeout = {milliseconds}")
+        elif dialect == "mysql":
+            seconds = max(1, math.ceil(self.lock_wait))
+            conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
+        elif dialect == "sqlite":
+            milliseconds = max(1, round(self.lock_wait * 1000))
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {milliseconds}")
+        conn.info["brama_sql_lock_wait"] = self.lock_wait
+
+    def _recheck_schema(self, error: DBAPIError) -> None:
         """After a failed statement, tell a missing schema apart from a failing database."""
         try:
             with self.engine.connect() as conn:
@@ -128,125 +166,200 @@ class Store:
             self._schema_checked = True
 
     def now(self, conn: Connection) -> datetime:
-        """The current time, read once the row lock is held."""
-        del conn  # the database clock of the fleet issue reads it from here
-        return read(self.clock)
+        """The current time, read once the row lock is held (from the database if so set)."""
+        return database_now(conn) if self.clock is None else read(self.clock)
 
     # -- changes ----------------------------------------------------------------------------
 
-    def register(self, identity: Identity, registration: Registration) -> ConnectionStatus:
+    def register(
+        self, identity: Identity, registration: Registration, actor: str
+    ) -> ConnectionStatus:
         """Insert a connection in ``unknown`` and log ``registered``; one writer wins a race."""
+
+        def body(conn: Connection) -> ConnectionStatus:
+            if _find(conn, identity) is not None:
+                raise AlreadyRegisteredError(identity.identifier, identity.scope)
+            now = self.now(conn)
+            settings = registration.settings
+            inserted = conn.execute(
+                insert(connections).values(
+                    identifier=identity.identifier,
+                    scope=stored_scope(identity.scope),
+                    state=machine.INITIAL.state.value,
+                    failure_count=machine.INITIAL.failure_count,
+                    opened_at=None,
+                    episode=machine.INITIAL.episode,
+                    failure_threshold=settings.failure_threshold,
+                    expiry=settings.expiry.total_seconds(),
+                    half_open_max_calls=settings.half_open_max_calls,
+                    probe_timeout=_seconds(settings.probe_timeout),
+                    metadata=registration.metadata,
+                    registered_at=now,
+                )
+            )
+            assert inserted.inserted_primary_key is not None
+            connection_id = inserted.inserted_primary_key[0]
+            _append(conn, connection_id, identity, [Occurrence(Kind.REGISTERED, now, 0)], actor)
+            row = _find(conn, identity)
+            assert row is not None
+            return _status(row, _Metrics(), now)
+
         try:
-            with self.writing("register") as conn:
-                if _find(conn, identity) is not None:
-                    raise AlreadyRegisteredError(identity.identifier, identity.scope)
-                now = self.now(conn)
-                settings = registration.settings
-                connection_id = conn.execute(
-                    insert(connections).values(
-                        identifier=identity.identifier,
-                        scope=stored_scope(identity.scope),
-                        state=machine.INITIAL.state.value,
-                        failure_count=0,
-                        opened_at=None,
-                        failure_threshold=settings.failure_threshold,
-                        expiry=settings.expiry.total_seconds(),
-                        metadata=registration.metadata,
-                        registered_at=now,
-                    )
-                ).inserted_primary_key[0]
-                _append(conn, connection_id, identity, [Occurrence(Kind.REGISTERED, now, 0)])
-                row = _find(conn, identity)
-                assert row is not None
-                return _status(row, _Metrics(), now)
+            return self.run("register", body, write=True)
         except IntegrityError as error:
             # Another process inserted the same connection between our look and our insert.
             raise AlreadyRegisteredError(identity.identifier, identity.scope) from error
 
-    def change(self, operation: str, identity: Identity, step: Step) -> Outcome:
+    def change(self, operation: str, identity: Identity, step: Step, actor: str) -> Outcome:
         """Lock the row, apply a due expiry, then ``step``; write the row and the events."""
-        with self.writing(operation) as conn:
+
+        def body(conn: Connection) -> Outcome:
             row = _find(conn, identity, lock=True)
             if row is None:
                 raise NotRegisteredError(identity.identifier, identity.scope)
             now = self.now(conn)
             before, settings = _circuit(row), _settings(row)
-            outcome = machine.expire(before, settings, now).then(
-                lambda circuit: step(circuit, settings, now)
-            )
-            _save(conn, row, before, outcome)
+            expired = machine.expire(before, settings, now)
+            permit = _held_permit(conn, row, expired.circuit, settings, actor, now)
+            outcome = expired.then(lambda circuit: step(circuit, settings, now, permit is not None))
+            if permit is not None:
+                conn.execute(delete(permits).where(permits.c.id == permit))
+            _save(conn, row, before, outcome, actor)
             return outcome
 
-    def unregister(self, identity: Identity) -> bool:
-        """Delete the connection and log ``unregistered``; ``False`` when it did not exist."""
-        with self.writing("unregister") as conn:
+        return self.run(operation, body, write=True)
+
+    def claim(self, identity: Identity, actor: str) -> bool:
+        """Whether ``actor`` may call now; in a half-open circuit with limited permits, claim one.
+
+        A caller that already holds an unexpired permit of this episode keeps it (``True``).
+        Expired permits and those of earlier episodes are dropped first, so a probe that never
+        reported frees its place after ``probe_timeout``.
+        """
+
+        def body(conn: Connection) -> bool:
             row = _find(conn, identity, lock=True)
             if row is None:
                 return False
             now = self.now(conn)
-            self._remove(conn, row, now, Kind.UNREGISTERED)
+            before, settings = _circuit(row), _settings(row)
+            outcome = machine.expire(before, settings, now)
+            _save(conn, row, before, outcome, actor)
+            circuit = outcome.circuit
+            if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
+                return machine.is_available(circuit.state)
+            conn.execute(
+                delete(permits).where(
+                    permits.c.connection_id == row.id,
+                    or_(permits.c.episode != circuit.episode, permits.c.expires_at <= now),
+                )
+            )
+            if _held_permit(conn, row, circuit, settings, actor, now) is not None:
+                return True
+            active = conn.execute(
+                select(func.count()).select_from(permits).where(permits.c.connection_id == row.id)
+            ).scalar_one()
+            if not machine.may_claim_permit(settings, active):
+                return False
+            conn.execute(
+                insert(permits).values(
+                    connection_id=row.id,
+                    episode=circuit.episode,
+                    holder=actor,
+                    claimed_at=now,
+                    expires_at=now + settings.permit_lifetime,
+                )
+            )
             return True
 
-    def cleanup(self, inactive_after: timedelta) -> int:
-        """Remove connections whose last activity is older than ``inactive_after``."""
-        with self.reading("cleanup") as conn:
+        return self.run("available", body, write=True)
+
+    def unregister(self, identity: Identity, actor: str) -> bool:
+        """Delete the connection and log ``unregistered``; ``False`` when it did not exist."""
+
+        def body(conn: Connection) -> bool:
+            row = _find(conn, identity, lock=True)
+            if row is None:
+                return False
+            _remove(conn, row, self.now(conn), Kind.UNREGISTERED, actor)
+            return True
+
+        return self.run("unregister", body, write=True)
+
+    def cleanup(self, inactive_after: timedelta, actor: str) -> int:
+        """Remove connections whose last activity is older than ``inactive_after``.
+
+        Activity is the newest event, or a due expiry that no write has persisted yet.
+        """
+
+        def candidates(conn: Connection) -> list[Identity]:
             cutoff = self.now(conn) - inactive_after
-            candidates = conn.execute(
+            rows = conn.execute(
                 select(connections.c.identifier, connections.c.scope).where(
                     _last_activity() < cutoff
                 )
-            ).all()
+            )
+            return [Identity(row.identifier, api_scope(row.scope)) for row in rows]
+
+        def remove_if_idle(conn: Connection, identity: Identity) -> bool:
+            row = _find(conn, identity, lock=True)
+            if row is None:
+                return False
+            now = self.now(conn)
+            last = conn.execute(
+                select(_last_activity()).where(connections.c.id == row.id)
+            ).scalar_one()
+            expires_at = _circuit(row).expires_at(_settings(row))
+            if expires_at is not None and expires_at <= now:
+                last = max(last, expires_at)
+            if last >= now - inactive_after:
+                return False
+            _remove(conn, row, now, Kind.REMOVED, actor)
+            return True
+
         removed = 0
-        for candidate in candidates:
-            identity = Identity(candidate.identifier, api_scope(candidate.scope))
-            with self.writing("cleanup") as conn:
-                row = _find(conn, identity, lock=True)
-                if row is None:
-                    continue
-                now = self.now(conn)
-                last = conn.execute(
-                    select(_last_activity()).where(connections.c.id == row.id)
-                ).scalar_one()
-                expires_at = _circuit(row).expires_at(_settings(row))
-                if expires_at is not None and expires_at <= now:
-                    last = max(last, expires_at)
-                if last >= now - inactive_after:
-                    continue
-                self._remove(conn, row, now, Kind.REMOVED)
+        for identity in self.run("cleanup", candidates, write=False):
+            if self.run("cleanup", functools.partial(remove_if_idle, identity=identity), write=True):
                 removed += 1
         return removed
-
-    def _remove(self, conn: Connection, row: Row[Any], now: datetime, kind: Kind) -> None:
-        before = _circuit(row)
-        outcome = machine.expire(before, _settings(row), now)
-        _save(conn, row, before, outcome)
-        conn.execute(delete(connections).where(connections.c.id == row.id))
-        farewell = Occurrence(kind, now, outcome.circuit.failure_count)
-        _append(conn, row.id, _identity(row), [farewell])
 
     # -- reads ------------------------------------------------------------------------------
 
     def status(self, identity: Identity) -> ConnectionStatus:
         """The connection's status with metrics from its log; raises if it is not registered."""
-        with self.reading("status") as conn:
+
+        def body(conn: Connection) -> ConnectionStatus:
             row = _find(conn, identity)
             if row is None:
                 raise NotRegisteredError(identity.identifier, identity.scope)
             metrics = _metrics(conn, connections.c.id == row.id)
             return _status(row, metrics.get(row.id, _Metrics()), self.now(conn))
 
-    def available(self, identity: Identity) -> bool:
-        """Whether the circuit lets calls through now; ``False`` for an unknown connection."""
-        with self.reading("available") as conn:
+        return self.run("status", body, write=False)
+
+    def available(self, identity: Identity, actor: str) -> bool:
+        """Whether the circuit lets ``actor`` call now; ``False`` for an unknown connection.
+
+        Reads only, unless the circuit is half-open with limited permits: then :meth:`claim`.
+        """
+
+        def body(conn: Connection) -> bool | None:
             row = _find(conn, identity)
             if row is None:
                 return False
-            state = machine.current(_circuit(row), _settings(row), self.now(conn)).state
+            settings = _settings(row)
+            state = machine.current(_circuit(row), settings, self.now(conn)).state
+            if state is State.HALF_OPEN and settings.permits_limited:
+                return None
             return machine.is_available(state)
+
+        answer = self.run("available", body, write=False)
+        return self.claim(identity, actor) if answer is None else answer
 
     def statuses(self, condition: ColumnElement[bool]) -> list[ConnectionStatus]:
         """The status of every connection matching ``condition``, by scope then identifier."""
-        with self.reading("connections") as conn:
+
+        def body(conn: Connection) -> list[ConnectionStatus]:
             rows = conn.execute(
                 select(connections)
                 .where(condition)
@@ -256,18 +369,29 @@ class Store:
             now = self.now(conn)
             return [_status(row, metrics.get(row.id, _Metrics()), now) for row in rows]
 
-    def events(
-        self, condition: ColumnElement[bool], limit: int | None
-    ) -> list[Event]:
+        return self.run("connections", body, write=False)
+
+    def events(self, condition: ColumnElement[bool], limit: int | None) -> list[Event]:
         """Logged events matching ``condition``, oldest first, at most ``limit`` of them."""
-        with self.reading("events") as conn:
+
+        def body(conn: Connection) -> list[Event]:
             query = select(events).where(condition).order_by(events.c.id)
             if limit is not None:
                 query = query.limit(limit)
             return [_event(row) for row in conn.execute(query)]
 
+        return self.run("events", body, write=False)
+
 
 # -- row helpers ----------------------------------------------------------------------------
+
+
+def _retryable(error: DBAPIError) -> bool:
+    original = error.orig
+    if getattr(original, "sqlstate", None) in RETRYABLE_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = getattr(original, "args", ())
+    return bool(args) and args[0] in RETRYABLE_MYSQL_ERRORS
 
 
 def _find(conn: Connection, identity: Identity, lock: bool = False) -> Row[Any] | None:
@@ -277,36 +401,86 @@ def _find(conn: Connection, identity: Identity, lock: bool = False) -> Row[Any] 
     return conn.execute(query).one_or_none()
 
 
+def _held_permit(
+    conn: Connection, row: Row[Any], circuit: Circuit, settings: Settings, actor: str,
+    now: datetime,
+) -> int | None:
+    """The id of ``actor``'s unexpired permit of the current episode, if it holds one."""
+    if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
+        return None
+    permit: int | None = conn.execute(
+        select(permits.c.id).where(
+            permits.c.connection_id == row.id,
+            permits.c.holder == actor,
+            permits.c.episode == circuit.episode,
+            permits.c.expires_at > now,
+        )
+    ).scalar()
+    return permit
+
+
 def _identity(row: Row[Any]) -> Identity:
     return Identity(row.identifier, api_scope(row.scope))
 
 
 def _circuit(row: Row[Any]) -> Circuit:
-    return Circuit(State(row.state), row.failure_count, row.opened_at)
+    return Circuit(State(row.state), row.failure_count, row.opened_at, row.episode)
 
 
 def _settings(row: Row[Any]) -> Settings:
-    return Settings(row.failure_threshold, timedelta(seconds=row.expiry))
+    return Settings(
+        failure_threshold=row.failure_threshold,
+        expiry=timedelta(seconds=row.expiry),
+        half_open_max_calls=row.half_open_max_calls,
+        probe_timeout=None if row.probe_timeout is None else timedelta(seconds=row.probe_timeout),
+    )
 
 
-def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome) -> None:
+def _seconds(duration: timedelta | None) -> float | None:
+    return None if duration is None else duration.total_seconds()
+
+
+def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, actor: str) -> None:
+    """Write the row if the circuit changed, drop permits once it leaves half-open, log."""
     after = outcome.circuit
     if after != before:
         conn.execute(
             update(connections)
             .where(connections.c.id == row.id)
-            .values(state=after.state.value, failure_count=after.failure_count,
-                    opened_at=after.opened_at)
+            .values(
+                state=after.state.value,
+                failure_count=after.failure_count,
+                opened_at=after.opened_at,
+                episode=after.episode,
+            )
         )
-    _append(conn, row.id, _identity(row), outcome.occurrences)
+    if row.half_open_max_calls is not None and after.state is not State.HALF_OPEN and any(
+        occurrence.from_state is State.HALF_OPEN for occurrence in outcome.occurrences
+    ):
+        conn.execute(delete(permits).where(permits.c.connection_id == row.id))
+    _append(conn, row.id, _identity(row), outcome.occurrences, actor)
+
+
+def _remove(conn: Connection, row: Row[Any], now: datetime, kind: Kind, actor: str) -> None:
+    """Persist a due expiry, delete the row and its permits, log ``kind``."""
+    before = _circuit(row)
+    outcome = machine.expire(before, _settings(row), now)
+    _save(conn, row, before, outcome, actor)
+    conn.execute(delete(permits).where(permits.c.connection_id == row.id))
+    conn.execute(delete(connections).where(connections.c.id == row.id))
+    farewell = Occurrence(kind, now, outcome.circuit.failure_count)
+    _append(conn, row.id, _identity(row), [farewell], actor)
 
 
 def _append(
-    conn: Connection, connection_id: int, identity: Identity, occurrences: Sequence[Occurrence]
+    conn: Connection,
+    connection_id: int,
+    identity: Identity,
+    occurrences: Sequence[Occurrence],
+    actor: str,
 ) -> None:
     if not occurrences:
         return
-    actor = _actor()
     conn.execute(
         insert(events),
         [
@@ -321,6 +495,7 @@ def _append(
                 "reason": occurrence.reason,
                 "failure_count": occurrence.failure_count,
                 "cause": _value(occurrence.cause),
+                "probe": occurrence.probe,
                 "actor": actor,
             }
             for occurrence in occurrences
@@ -330,10 +505,6 @@ def _append(
 
 def _value(member: State | machine.Cause | None) -> str | None:
     return None if member is None else member.value
-
-
-def _actor() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _last_activity() -> Any:
@@ -399,6 +570,8 @@ def _status(row: Row[Any], metrics: _Metrics, now: datetime) -> ConnectionStatus
         total_failures=metrics.failures,
         success_rate=metrics.successes / reports if reports else None,
         time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
+        half_open_max_calls=row.half_open_max_calls,
+        probe_timeout=settings.permit_lifetime.total_seconds(),
     )
 
 
@@ -414,5 +587,6 @@ def _event(row: Row[Any]) -> Event:
         reason=row.reason,
         failure_count=row.failure_count,
         cause=None if row.cause is None else machine.Cause(row.cause),
+        probe=bool(row.probe),
         actor=row.actor,
     )

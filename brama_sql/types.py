@@ -58,6 +58,7 @@ class ExactString(TypeDecorator[str]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        assert isinstance(self.impl_instance, String)
         length = self.impl_instance.length
         if dialect.name == "mysql":
             collation = "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else (

@@ -12,7 +12,9 @@ from brama_sql.migration import VERSION_TABLE
 from brama_sql.schema import TABLE_PREFIX, metadata
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     """Look only at brama_sql's own tables: the host application's are none of our business."""
     if type_ == "table":
         return bool(name and name.startswith(TABLE_PREFIX)) and name != VERSION_TABLE
