@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, true
 from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from brama_sql import circuit as machine
 from brama_sql import engine as engines
@@ -131,7 +132,10 @@ class Brama:
             raise ArgumentTypeError(
                 f"connection must be an SQLAlchemy Connection, not {type(connection).__name__}"
             )
-        migration.upgrade(connection if connection is not None else self.engine)
+        try:
+            migration.upgrade(connection if connection is not None else self.engine)
+        except SQLAlchemyError as error:
+            raise BramaDatabaseError("migrate", getattr(error, "orig", None) or error) from error
 
     # -- connections ------------------------------------------------------------------------
 

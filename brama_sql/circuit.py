@@ -217,7 +217,8 @@ def force(circuit: Circuit, action: Cause, now: datetime, reason: str | None = N
         forced = _opened(circuit, now)
     else:
         forced = replace(circuit, state=State.CLOSED, failure_count=0)
-    event = _transition(circuit, forced, now, action, reason or default_reason)
+    why = default_reason if reason is None else reason
+    event = _transition(circuit, forced, now, action, why)
     return Outcome(forced, (event,))
 
 

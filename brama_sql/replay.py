@@ -7,10 +7,15 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import replace
 
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
 from brama_sql import circuit as machine
 from brama_sql.circuit import MANUAL_ACTIONS, Cause, Circuit, Kind, Occurrence, Settings
 from brama_sql.errors import BramaError
 from brama_sql.records import Event
+from brama_sql.schema import connections, events, stored_scope
+from brama_sql.store import Identity, circuit_of, event_record, settings_of
 
 
 class ReplayError(BramaError):
@@ -87,3 +92,35 @@ def _match(event: Event, seen: Occurrence, wanted: Occurrence) -> None:
 def _expect_no_expiry(event: Event, circuit: Circuit, settings: Settings) -> None:
     if machine.expire(circuit, settings, event.occurred_at).occurrences:
         raise ReplayError(f"event {event.id}: a due expiry was not logged before it")
+
+
+def verify(
+    engine: Engine, identifier: str, scope: str | None = None, settings: Settings | None = None
+) -> Circuit | None:
+    """Check that a connection's log explains its row; return the replayed circuit.
+
+    Reads the row and the log in one transaction, replays the log and compares state,
+    ``failure_count``, ``opened_at`` and episode with the row. The settings come from the row;
+    pass ``settings`` for a connection that no longer exists (its log must then end with its
+    removal). Raises :class:`ReplayError` on any difference.
+    """
+    identity = Identity(identifier, scope)
+    with engine.connect() as conn, conn.begin():
+        row = conn.execute(select(connections).where(identity.where())).one_or_none()
+        log = [
+            event_record(found)
+            for found in conn.execute(
+                select(events)
+                .where(events.c.identifier == identifier, events.c.scope == stored_scope(scope))
+                .order_by(events.c.id)
+            )
+        ]
+    if settings is None:
+        if row is None:
+            raise ReplayError(f"{identifier!r}/{scope!r} has no row: pass the settings it had")
+        settings = settings_of(row)
+    replayed = replay(log, settings)
+    stored = None if row is None else circuit_of(row)
+    if replayed != stored:
+        raise ReplayError(f"the log leads to {replayed}, the row holds {stored}")
+    return replayed

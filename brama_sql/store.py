@@ -218,7 +218,7 @@ class Store:
             if row is None:
                 raise NotRegisteredError(identity.identifier, identity.scope)
             now = self.now(conn)
-            before, settings = _circuit(row), _settings(row)
+            before, settings = circuit_of(row), settings_of(row)
             expired = machine.expire(before, settings, now)
             permit = _held_permit(conn, row, expired.circuit, settings, actor, now)
             outcome = expired.then(lambda circuit: step(circuit, settings, now, permit is not None))
@@ -242,7 +242,7 @@ class Store:
             if row is None:
                 return False
             now = self.now(conn)
-            before, settings = _circuit(row), _settings(row)
+            before, settings = circuit_of(row), settings_of(row)
             outcome = machine.expire(before, settings, now)
             _save(conn, row, before, outcome, actor)
             circuit = outcome.circuit
@@ -309,7 +309,7 @@ class Store:
             last = conn.execute(
                 select(_last_activity()).where(connections.c.id == row.id)
             ).scalar_one()
-            expires_at = _circuit(row).expires_at(_settings(row))
+            expires_at = circuit_of(row).expires_at(settings_of(row))
             if expires_at is not None and expires_at <= now:
                 last = max(last, expires_at)
             if last >= now - inactive_after:
@@ -347,8 +347,8 @@ class Store:
             row = _find(conn, identity)
             if row is None:
                 return False
-            settings = _settings(row)
-            state = machine.current(_circuit(row), settings, self.now(conn)).state
+            settings = settings_of(row)
+            state = machine.current(circuit_of(row), settings, self.now(conn)).state
             if state is State.HALF_OPEN and settings.permits_limited:
                 return None
             return machine.is_available(state)
@@ -378,7 +378,7 @@ class Store:
             query = select(events).where(condition).order_by(events.c.id)
             if limit is not None:
                 query = query.limit(limit)
-            return [_event(row) for row in conn.execute(query)]
+            return [event_record(row) for row in conn.execute(query)]
 
         return self.run("events", body, write=False)
 
@@ -423,11 +423,13 @@ def _identity(row: Row[Any]) -> Identity:
     return Identity(row.identifier, api_scope(row.scope))
 
 
-def _circuit(row: Row[Any]) -> Circuit:
+def circuit_of(row: Row[Any]) -> Circuit:
+    """The circuit a ``brama_connections`` row holds."""
     return Circuit(State(row.state), row.failure_count, row.opened_at, row.episode)
 
 
-def _settings(row: Row[Any]) -> Settings:
+def settings_of(row: Row[Any]) -> Settings:
+    """The state-machine settings a ``brama_connections`` row holds."""
     return Settings(
         failure_threshold=row.failure_threshold,
         expiry=timedelta(seconds=row.expiry),
@@ -463,8 +465,8 @@ def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, ac
 
 def _remove(conn: Connection, row: Row[Any], now: datetime, kind: Kind, actor: str) -> None:
     """Persist a due expiry, delete the row and its permits, log ``kind``."""
-    before = _circuit(row)
-    outcome = machine.expire(before, _settings(row), now)
+    before = circuit_of(row)
+    outcome = machine.expire(before, settings_of(row), now)
     _save(conn, row, before, outcome, actor)
     conn.execute(delete(permits).where(permits.c.connection_id == row.id))
     conn.execute(delete(connections).where(connections.c.id == row.id))
@@ -543,8 +545,8 @@ def _metrics(conn: Connection, condition: ColumnElement[bool]) -> dict[int, _Met
 
 
 def _status(row: Row[Any], metrics: _Metrics, now: datetime) -> ConnectionStatus:
-    settings = _settings(row)
-    stored = _circuit(row)
+    settings = settings_of(row)
+    stored = circuit_of(row)
     circuit = machine.current(stored, settings, now)
     if circuit.state is not stored.state:
         # An expiry that no write has persisted yet: it happened at opened_at + expiry.
@@ -575,7 +577,8 @@ def _status(row: Row[Any], metrics: _Metrics, now: datetime) -> ConnectionStatus
     )
 
 
-def _event(row: Row[Any]) -> Event:
+def event_record(row: Row[Any]) -> Event:
+    """The :class:`Event` of a ``brama_events`` row."""
     return Event(
         id=row.id,
         identifier=row.identifier,

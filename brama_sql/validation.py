@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,8 +65,8 @@ def metadata(value: object) -> dict[str, Any]:
         raise InvalidArgumentError(
             "metadata must survive a JSON round trip unchanged (string keys, lists not tuples)"
         )
-    if "\x00" in encoded or _has_surrogate(encoded):
-        raise InvalidArgumentError("metadata must not contain NUL characters or lone surrogates")
+    for text in _strings(value):
+        _storable_text(text, "metadata")
     size = len(encoded.encode("utf-8"))
     if size > METADATA_BYTES:
         raise InvalidArgumentError(
@@ -91,7 +92,10 @@ def seconds(value: object, name: str) -> float:
         raise ArgumentTypeError(
             f"{name} must be seconds (int or float) or a timedelta, not {type(value).__name__}"
         )
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:
+        raise InvalidArgumentError(f"{name} must be at most {MAX_SECONDS:.0f} seconds") from None
     if not math.isfinite(result) or result <= 0:
         raise InvalidArgumentError(f"{name} must be a positive number of seconds, not {value!r}")
     if result > MAX_SECONDS:
@@ -124,6 +128,19 @@ def limit(value: object) -> int | None:
     if value < 0:
         raise InvalidArgumentError(f"limit must not be negative, not {value}")
     return value
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in a decoded JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _storable_text(value: str, name: str) -> None:

@@ -1,0 +1,280 @@
+"""The ``brama-sql`` command line: migrate, inspect and clean up the tables, or run the demo."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import click
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from brama_sql import demo as tour
+from brama_sql import migration
+from brama_sql.brama import Brama
+from brama_sql.engine import DEFAULT_URL
+from brama_sql.errors import BramaError
+from brama_sql.records import ConnectionStatus, Event
+
+URL_ENVVAR = "BRAMA_SQL_URL"
+NO_VALUE = "-"
+
+
+@dataclass
+class Runtime:
+    """What the commands share. Tests may pass their own through ``CliRunner.invoke(obj=...)``."""
+
+    url: str = DEFAULT_URL
+    sleep: Callable[[float], None] = time.sleep
+    """How the demo waits out its expiry."""
+
+    def brama(self, ctx: click.Context, **options: Any) -> Brama:
+        """A :class:`Brama` on ``url``, disposed when the command ends."""
+        try:
+            brama = Brama(self.url, **options)
+        except (ArgumentError, NoSuchModuleError, ImportError) as error:
+            raise click.BadParameter(
+                f"cannot use {self.url!r}: {error}", param_hint="'--url'"
+            ) from None
+        ctx.call_on_close(brama.dispose)
+        return brama
+
+
+class _Group(click.Group):
+    """A group that turns brama_sql's errors into a one-line message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BramaError as error:
+            raise click.ClickException(_one_line(error)) from None
+        except SQLAlchemyError as error:
+            cause = getattr(error, "orig", None) or error
+            raise click.ClickException(f"database error: {_one_line(cause)}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message with its lines and indentation folded into one line."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@click.group(cls=_Group, name="brama-sql")
+@click.option(
+    "--url",
+    envvar=URL_ENVVAR,
+    default=DEFAULT_URL,
+    show_default=True,
+    show_envvar=True,
+    metavar="URL",
+    help="SQLAlchemy database URL of the brama_sql tables.",
+)
+@click.version_option(package_name="brama_sql")
+@click.pass_context
+def main(ctx: click.Context, url: str) -> None:
+    """brama_sql: circuit breakers whose state and event log live in SQL."""
+    runtime = ctx.ensure_object(Runtime)
+    runtime.url = url
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade brama_sql's tables to the newest revision (idempotent)."""
+    brama = _runtime(ctx).brama(ctx)
+    before = _revision(brama)
+    brama.migrate()
+    after = _revision(brama)
+    head = migration.head()
+    marker = " (head)" if after == head else f" (head is {head})"
+    if before == after:
+        click.echo(f"Already at revision {after}{marker}.")
+    else:
+        click.echo(f"Migrated from {before or 'an empty database'} to revision {after}{marker}.")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of every status field.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show every connection: its circuit and metrics."""
+    brama = _runtime(ctx).brama(ctx)
+    statuses = brama.connections()
+    if as_json:
+        click.echo(_json([_record(item) for item in statuses]))
+        return
+    if not statuses:
+        click.echo("No connections registered.")
+        return
+    headers = [
+        "SCOPE",
+        "IDENTIFIER",
+        "STATE",
+        "FAILURES",
+        "SUCCESSES",
+        "FAILED",
+        "SUCCESS RATE",
+        "IN STATE FOR",
+    ]
+    rows = [
+        [
+            _text(item.scope),
+            item.identifier,
+            item.state.value,
+            f"{item.failure_count}/{item.failure_threshold}",
+            str(item.total_successes),
+            str(item.total_failures),
+            NO_VALUE if item.success_rate is None else f"{item.success_rate:.1%}",
+            _duration(item.time_since_state_change),
+        ]
+        for item in statuses
+    ]
+    click.echo(_table(headers, rows, numeric={3, 4, 5, 6, 7}))
+    click.echo("FAILURES: consecutive failures / threshold; SUCCESSES, FAILED: totals.")
+
+
+@main.command()
+@click.argument("identifier", required=False)
+@click.option(
+    "--scope",
+    default=None,
+    help="Only this scope (an empty string selects unscoped connections). Default: every scope.",
+)
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many events.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of every event field.")
+@click.pass_context
+def events(
+    ctx: click.Context, identifier: str | None, scope: str | None, limit: int | None, as_json: bool
+) -> None:
+    """Show the event log, oldest first: of IDENTIFIER, or of every connection."""
+    brama = _runtime(ctx).brama(ctx)
+    if scope is None:
+        logged = brama.events(identifier, limit=limit)
+    else:
+        logged = brama.events(identifier, scope=scope or None, limit=limit)
+    if as_json:
+        click.echo(_json([_record(event) for event in logged]))
+        return
+    if not logged:
+        click.echo("No events.")
+        return
+    headers = ["ID", "OCCURRED AT", "SCOPE", "IDENTIFIER", "KIND", "CHANGE", "FAILURES", "REASON"]
+    rows = [
+        [
+            str(event.id),
+            event.occurred_at.isoformat(sep=" ", timespec="milliseconds"),
+            _text(event.scope),
+            event.identifier,
+            event.kind.value,
+            _change(event),
+            str(event.failure_count),
+            _text(event.reason),
+        ]
+        for event in logged
+    ]
+    click.echo(_table(headers, rows, numeric={0, 6}))
+
+
+@main.command()
+@click.option(
+    "--inactive-after",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Remove connections idle this long.  [default: 86400]",
+)
+@click.pass_context
+def cleanup(ctx: click.Context, inactive_after: float | None) -> None:
+    """Remove connections with no activity for a while (run it from cron)."""
+    options: dict[str, Any] = {}
+    if inactive_after is not None:
+        options["inactive_after"] = inactive_after
+    brama = _runtime(ctx).brama(ctx, **options)
+    removed = brama.cleanup()
+    noun = "connection" if removed == 1 else "connections"
+    click.echo(f"Removed {removed} inactive {noun}.")
+
+
+@main.command()
+@click.option(
+    "--expiry",
+    type=float,
+    default=tour.EXPIRY,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the demo's circuit stays open.",
+)
+@click.pass_context
+def demo(ctx: click.Context, expiry: float) -> None:
+    """Watch a circuit trip, wait, probe and recover (the history stays in the database)."""
+    runtime = _runtime(ctx)
+    brama = runtime.brama(ctx)
+    tour.run(brama, click.echo, sleep=runtime.sleep, expiry=expiry)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _runtime(ctx: click.Context) -> Runtime:
+    return ctx.ensure_object(Runtime)
+
+
+def _revision(brama: Brama) -> str | None:
+    with brama.engine.connect() as connection:
+        return migration.current(connection)
+
+
+def _text(value: str | None) -> str:
+    return NO_VALUE if value is None else value
+
+
+def _change(event: Event) -> str:
+    if event.from_state is None and event.to_state is None:
+        return NO_VALUE
+    return f"{_text(event.from_state)} -> {_text(event.to_state)}"
+
+
+def _duration(seconds: float) -> str:
+    """A short human form: ``4.2s``, ``5m 03s``, ``2h 05m``, ``3d 04h``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86_400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86_400}d {whole % 86_400 // 3600:02d}h"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]) -> str:
+    """Columns padded to their widest cell; ``numeric`` columns are right-aligned."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+def _record(item: ConnectionStatus | Event) -> dict[str, Any]:
+    return {field.name: _plain(getattr(item, field.name)) for field in dataclasses.fields(item)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
