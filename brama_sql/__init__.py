@@ -2,6 +2,7 @@
 
 from brama_sql.brama import EVERY_SCOPE, Brama
 from brama_sql.circuit import Cause, Kind, State
+from brama_sql.cleaner import Cleaner
 from brama_sql.errors import (
     AlreadyRegisteredError,
     ArgumentTypeError,
@@ -21,6 +22,7 @@ __all__ = [
     "BramaDatabaseError",
     "BramaError",
     "Cause",
+    "Cleaner",
     "ConnectionStatus",
     "Event",
     "InvalidArgumentError",

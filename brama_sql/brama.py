@@ -19,6 +19,7 @@ from brama_sql import circuit as machine
 from brama_sql import engine as engines
 from brama_sql import migration, validation
 from brama_sql.circuit import Cause, Kind, Settings
+from brama_sql.cleaner import Cleaner
 from brama_sql.clock import DATABASE, Clock, system_clock
 from brama_sql.errors import (
     AlreadyRegisteredError,
@@ -317,6 +318,11 @@ class Brama:
         if self.inactive_after is None:
             return 0
         return self._store.cleanup(timedelta(seconds=self.inactive_after), self.actor())
+
+    def start_cleaner(self, interval: float | timedelta = 60.0) -> Cleaner:
+        """Run :meth:`cleanup` every ``interval`` seconds in a daemon thread; returns the
+        running :class:`~brama_sql.cleaner.Cleaner` (call its ``stop()`` to end it)."""
+        return Cleaner(self, interval).start()
 
     def dispose(self) -> None:
         """Close the engine's pooled database connections."""

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from brama_sql import Brama
 from brama_sql.migration import upgrade
-from brama_sql.schema import connections, events
+from brama_sql.schema import metadata
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -133,8 +133,8 @@ def db_url(
     url = migrated_servers[dialect]
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(events.delete())
-        conn.execute(connections.delete())
+        for table in metadata.sorted_tables:
+            conn.execute(table.delete())
     engine.dispose()
     yield url
 

@@ -1,0 +1,285 @@
+"""When the database fails: ``on_db_error`` decides for ``available()`` and the reports, a stuck
+lock makes a caller give up quickly, deadlocks are retried a bounded number of times, a killed
+connection never leaves a half-written transition, and reports resume once the database is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
+
+from brama_sql import Brama, BramaDatabaseError, Kind, NotRegisteredError, State
+from brama_sql.replay import verify
+from brama_sql.store import ATTEMPTS
+
+UNREACHABLE = {
+    "sqlite": "sqlite:////nonexistent-folder/brama.db",
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1:1/test",
+    "mysql": "mysql+pymysql://root@127.0.0.1:1/test",
+}
+
+
+@pytest.fixture(params=sorted(UNREACHABLE))
+def unreachable(request: pytest.FixtureRequest) -> Iterator[Callable[..., Brama]]:
+    made: list[Brama] = []
+
+    def make(**options: object) -> Brama:
+        made.append(Brama(UNREACHABLE[request.param], **options))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for brama in made:
+        brama.dispose()
+
+
+def test_raise_is_the_default_and_names_the_operation(unreachable: Callable[..., Brama]) -> None:
+    brama = unreachable()
+    for operation, call in [
+        ("available", lambda: brama.available("svc")),
+        ("failure", lambda: brama.failure("svc")),
+        ("success", lambda: brama.success("svc")),
+        ("register", lambda: brama.register("svc")),
+        ("status", lambda: brama.status("svc")),
+    ]:
+        with pytest.raises(BramaDatabaseError, match=rf"{operation}\(\) failed") as caught:
+            call()
+        assert caught.value.operation == operation
+
+
+@pytest.mark.parametrize(("policy", "answer"), [("allow", True), ("deny", False)])
+def test_allow_and_deny(
+    unreachable: Callable[..., Brama], policy: str, answer: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    brama = unreachable(on_db_error=policy)
+    with caplog.at_level(logging.WARNING, logger="brama_sql"):
+        assert brama.available("svc") is answer
+        assert brama.failure("svc", reason="timeout") is None
+        assert brama.success("svc") is None
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(f"available() answers {policy}" in m for m in messages)
+    assert any("failure report for svc dropped" in m for m in messages)
+    assert any("success report for svc dropped" in m for m in messages)
+    with pytest.raises(BramaDatabaseError):
+        brama.status("svc")  # the policy covers the hot path only; reads of state still raise
+
+
+def test_policies_do_not_hide_mistakes(make_brama: Callable[..., Brama]) -> None:
+    brama = make_brama(on_db_error="allow")
+    with pytest.raises(NotRegisteredError):
+        brama.failure("never-registered")
+
+
+@contextmanager
+def row_locked(db_url: URL, dialect: str) -> Iterator[Connection]:
+    """Hold the row lock of "svc" (SQLite: the database write lock) in another connection."""
+    engine = create_engine(db_url)
+    conn = engine.connect()
+    try:
+        if dialect == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(
+                text("SELECT id FROM brama_connections WHERE identifier = 'svc' FOR UPDATE")
+            )
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("policy", ["raise", "allow"])
+def test_a_stuck_lock_makes_a_report_give_up_quickly(
+    make_brama: Callable[..., Brama], db_url: URL, dialect: str, policy: str
+) -> None:
+    brama = make_brama(lock_timeout=1, on_db_error=policy)
+    brama.register("svc")
+    before = len(brama.events())
+    with row_locked(db_url, dialect):
+        started = time.monotonic()
+        if policy == "raise":
+            with pytest.raises(BramaDatabaseError, match="failure"):
+                brama.failure("svc")
+        else:
+            brama.failure("svc")
+        waited = time.monotonic() - started
+        assert brama.available("svc"), "a closed circuit answers without the row lock"
+    assert 0.5 < waited < 4
+    assert len(brama.events()) == before, "nothing was written"
+    brama.failure("svc")
+    assert brama.status("svc").total_failures == 1
+    verify(brama.engine, "svc")
+
+
+def _raise_retryable(conn: Connection) -> None:
+    """Make the real server report a deadlock in this transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$"
+        )
+    else:
+        conn.exec_driver_sql(
+            "BEGIN NOT ATOMIC SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, "
+            "MESSAGE_TEXT = 'deadlock'; END"
+        )
+
+
+SERVERS = pytest.mark.parametrize("dialect", ["postgresql", "mysql"], indirect=True)
+"""For what only a server does: SQLite serialises writers with BEGIN IMMEDIATE (it reports no
+deadlocks), and an embedded database has no connection to kill."""
+
+
+@SERVERS
+@pytest.mark.parametrize("failing_attempts", [1, ATTEMPTS - 1, ATTEMPTS])
+def test_deadlocks_are_retried_a_bounded_number_of_times(
+    brama: Brama, failing_attempts: int
+) -> None:
+    brama.register("svc")
+    attempts: list[int] = []
+
+    def body(conn: Connection) -> str:
+        attempts.append(1)
+        conn.exec_driver_sql("UPDATE brama_connections SET failure_count = failure_count + 1")
+        if len(attempts) <= failing_attempts:
+            _raise_retryable(conn)
+        return "committed"
+
+    if failing_attempts < ATTEMPTS:
+        assert brama._store.run("failure", body, write=True) == "committed"
+        assert len(attempts) == failing_attempts + 1
+        expected_count = 1
+    else:
+        with pytest.raises(BramaDatabaseError, match="failure"):
+            brama._store.run("failure", body, write=True)
+        assert len(attempts) == ATTEMPTS
+        expected_count = 0
+    assert brama.status("svc").failure_count == expected_count, "failed attempts rolled back"
+
+
+def _backends(admin: Connection, dialect: str, database: str) -> list[int]:
+    if dialect == "postgresql":
+        query = ("SELECT pid FROM pg_stat_activity WHERE datname = :db "
+                 "AND pid <> pg_backend_pid()")
+    else:
+        query = ("SELECT id FROM information_schema.processlist WHERE db = :db "
+                 "AND id <> CONNECTION_ID()")
+    return list(admin.execute(text(query), {"db": database}).scalars())
+
+
+def _waiting_for_a_lock(admin: Connection, dialect: str, database: str) -> list[int]:
+    if dialect == "postgresql":
+        query = ("SELECT pid FROM pg_stat_activity WHERE datname = :db "
+                 "AND wait_event_type = 'Lock'")
+        return list(admin.execute(text(query), {"db": database}).scalars())
+    query = ("SELECT id FROM information_schema.processlist WHERE db = :db "
+             "AND id <> CONNECTION_ID() AND info LIKE '%FOR UPDATE%'")
+    return list(admin.execute(text(query), {"db": database}).scalars())
+
+
+def _kill(admin: Connection, dialect: str, backend: int) -> None:
+    if dialect == "postgresql":
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    else:
+        with suppress(DBAPIError):  # it may have ended by itself meanwhile
+            admin.exec_driver_sql(f"KILL {int(backend)}")
+
+
+@pytest.fixture
+def admin(db_url: URL) -> Iterator[Connection]:
+    """An autocommit connection to the test database that kills the others."""
+    engine = create_engine(db_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        yield conn
+    engine.dispose()
+
+
+@SERVERS
+def test_a_connection_killed_mid_transaction_writes_nothing(
+    make_brama: Callable[..., Brama], db_url: URL, dialect: str, admin: Connection
+) -> None:
+    brama = make_brama(lock_timeout=30)
+    brama.register("svc", failure_threshold=1)
+    outcome: list[BaseException | None] = []
+
+    def report() -> None:
+        try:
+            brama.failure("svc")  # would trip the circuit: a transition in the same transaction
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    with row_locked(db_url, dialect):
+        reporter = threading.Thread(target=report)
+        reporter.start()
+        deadline = time.monotonic() + 10
+        waiting: list[int] = []
+        while not waiting and time.monotonic() < deadline:
+            waiting = _waiting_for_a_lock(admin, dialect, str(db_url.database))
+            time.sleep(0.02)  # polling the server for the blocked report, not waiting on time
+        assert waiting, "the report never blocked on the row lock"
+        for backend in waiting:
+            _kill(admin, dialect, backend)
+        reporter.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], BramaDatabaseError)
+    status = brama.status("svc")
+    assert status.state is State.UNKNOWN and status.total_failures == 0
+    assert [e.kind for e in brama.events("svc")] == [Kind.REGISTERED]
+    brama.failure("svc")  # the database is back: reports resume
+    assert brama.status("svc").state is State.OPEN
+    verify(brama.engine, "svc")
+
+
+@SERVERS
+@pytest.mark.parametrize("policy", ["raise", "allow"])
+def test_reports_through_repeated_kills_stay_consistent(
+    make_brama: Callable[..., Brama], db_url: URL, dialect: str, admin: Connection,
+    policy: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    brama = make_brama(on_db_error=policy)
+    brama.register("svc", failure_threshold=1_000_000)
+    stop = threading.Event()
+    kills = 0
+
+    def killer() -> None:
+        nonlocal kills
+        while not stop.is_set():
+            for backend in _backends(admin, dialect, str(db_url.database)):
+                _kill(admin, dialect, backend)
+                kills += 1
+            stop.wait(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    returned, failed = 0, 0
+    try:
+        with caplog.at_level(logging.WARNING, logger="brama_sql"):
+            for _ in range(200):
+                try:
+                    brama.failure("svc")
+                    returned += 1
+                except BramaDatabaseError:
+                    failed += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert kills > 0
+    if policy == "allow":
+        assert failed == 0, "the allow policy never raises for a report"
+        failed = sum("dropped" in record.getMessage() for record in caplog.records)
+        returned -= failed
+    logged = brama.status("svc").total_failures
+    # Every report that went through is counted once. One that failed may still have committed
+    # (the connection died after the commit, before its answer), and is then counted once too.
+    assert returned <= logged <= returned + failed
+    verify(brama.engine, "svc")
+    brama.failure("svc")
+    assert brama.status("svc").total_failures == logged + 1
