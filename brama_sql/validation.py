@@ -85,7 +85,8 @@ def threshold(value: object, name: str = "failure_threshold") -> int:
 
 
 def seconds(value: object, name: str) -> float:
-    """A positive, finite duration of at most ten years, as seconds or a ``timedelta``."""
+    """A positive, finite duration of at most ten years, as seconds or a ``timedelta``,
+    resolved to whole microseconds like every time brama_sql stores."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -100,7 +101,10 @@ def seconds(value: object, name: str) -> float:
         raise InvalidArgumentError(f"{name} must be a positive number of seconds, not {value!r}")
     if result > MAX_SECONDS:
         raise InvalidArgumentError(f"{name} must be at most {MAX_SECONDS:.0f} seconds (10 years)")
-    return result
+    resolved = timedelta(seconds=result).total_seconds()  # microseconds, as every timestamp
+    if resolved <= 0:
+        raise InvalidArgumentError(f"{name} must be at least one microsecond, not {value!r}")
+    return resolved
 
 
 def optional_seconds(value: object, name: str) -> float | None:
