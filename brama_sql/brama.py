@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, true
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from brama_sql import circuit as machine
 from brama_sql import engine as engines
@@ -84,7 +84,9 @@ class Brama:
         self.half_open_max_calls = _max_calls(half_open_max_calls)
         self.probe_timeout = validation.optional_seconds(probe_timeout, "probe_timeout")
         self.inactive_after = validation.optional_seconds(inactive_after, "inactive_after")
-        self.lock_timeout = validation.seconds(lock_timeout, "lock_timeout")
+        self.lock_timeout = validation.seconds(
+            lock_timeout, "lock_timeout", maximum=validation.MAX_LOCK_WAIT
+        )
         if on_db_error not in POLICIES:
             raise InvalidArgumentError(
                 f"on_db_error must be one of {', '.join(map(repr, POLICIES))}, not {on_db_error!r}"
@@ -98,12 +100,23 @@ class Brama:
             chosen = clock
         else:
             raise ArgumentTypeError(
-                f"clock must be a callable or \"database\", not {type(clock).__name__}"
+                f'clock must be a callable or "database", not {type(clock).__name__}'
             )
         if isinstance(url, Engine):
             self.engine, owns_engine = url, False
         elif isinstance(url, (str, URL)):
-            self.engine, owns_engine = engines.build(url, self.lock_timeout), True
+            try:
+                self.engine, owns_engine = engines.build(url, self.lock_timeout), True
+            except ArgumentError as error:
+                raise InvalidArgumentError(
+                    f"url {url!s} cannot be used: {error}", argument="url"
+                ) from error
+            except ImportError as error:
+                raise InvalidArgumentError(
+                    f"url {url!s} needs a driver that is not installed ({error}): install "
+                    "brama_sql[postgres] for PostgreSQL, brama_sql[mysql] for MySQL/MariaDB",
+                    argument="url",
+                ) from error
         else:
             raise ArgumentTypeError(
                 f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
@@ -279,9 +292,7 @@ class Brama:
 
     # -- manual controls ------------------------------------------------------------------
 
-    def open(
-        self, identifier: str, *, scope: str | None = None, reason: str | None = None
-    ) -> None:
+    def open(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
         """Force the circuit open now (``opened_at`` is now; the expiry runs from here)."""
         self._force(Cause.MANUAL_OPEN, identifier, scope, reason)
 
@@ -301,7 +312,7 @@ class Brama:
         identity = _identity(identifier, scope)
         note = validation.reason(reason)
         self._store.change(
-            action.value,
+            action.value.removeprefix("manual_"),
             identity,
             lambda circuit, _settings, now, _holds: machine.force(circuit, action, now, note),
             self.actor(),

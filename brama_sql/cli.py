@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import Any
 
 import click
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from brama_sql import demo as tour
 from brama_sql import migration
 from brama_sql.brama import Brama
 from brama_sql.engine import DEFAULT_URL
-from brama_sql.errors import BramaError
+from brama_sql.errors import BramaError, InvalidArgumentError
 from brama_sql.records import ConnectionStatus, Event
 
 URL_ENVVAR = "BRAMA_SQL_URL"
@@ -37,10 +37,10 @@ class Runtime:
         """A :class:`Brama` on ``url``, disposed when the command ends."""
         try:
             brama = Brama(self.url, **options)
-        except (ArgumentError, NoSuchModuleError, ImportError) as error:
-            raise click.BadParameter(
-                f"cannot use {self.url!r}: {error}", param_hint="'--url'"
-            ) from None
+        except InvalidArgumentError as error:
+            if error.argument != "url":
+                raise
+            raise click.BadParameter(str(error), param_hint="'--url'") from None
         ctx.call_on_close(brama.dispose)
         return brama
 

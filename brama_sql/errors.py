@@ -10,6 +10,11 @@ class BramaError(Exception):
 class InvalidArgumentError(BramaError, ValueError):
     """An argument has the right type but a value brama_sql cannot accept."""
 
+    def __init__(self, message: str, argument: str | None = None) -> None:
+        self.argument = argument
+        """The name of the argument, where the caller may want to point at it."""
+        super().__init__(message)
+
 
 class ArgumentTypeError(BramaError, TypeError):
     """An argument has the wrong type."""

@@ -85,8 +85,10 @@ class Store:
 
     ``clock`` is a callable, or ``None`` to read the database server's clock inside each
     transaction. ``lock_wait`` bounds how long a transaction waits for a row lock.
-    ``owns_engine`` tells whether brama_sql created the engine (then session settings may be
-    changed on its connections; on a host's engine they are kept to the transaction).
+    ``owns_engine`` tells whether brama_sql created the engine: then the lock wait limit is a
+    session setting made once per pooled connection. On a host's engine PostgreSQL gets it per
+    transaction (``SET LOCAL``); MySQL and SQLite have no transaction-local form, so there it
+    is a session setting too.
     """
 
     def __init__(
@@ -319,7 +321,9 @@ class Store:
 
         removed = 0
         for identity in self.run("cleanup", candidates, write=False):
-            if self.run("cleanup", functools.partial(remove_if_idle, identity=identity), write=True):
+            if self.run(
+                "cleanup", functools.partial(remove_if_idle, identity=identity), write=True
+            ):
                 removed += 1
         return removed
 
@@ -402,7 +406,11 @@ def _find(conn: Connection, identity: Identity, lock: bool = False) -> Row[Any] 
 
 
 def _held_permit(
-    conn: Connection, row: Row[Any], circuit: Circuit, settings: Settings, actor: str,
+    conn: Connection,
+    row: Row[Any],
+    circuit: Circuit,
+    settings: Settings,
+    actor: str,
     now: datetime,
 ) -> int | None:
     """The id of ``actor``'s unexpired permit of the current episode, if it holds one."""
@@ -456,8 +464,10 @@ def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, ac
                 episode=after.episode,
             )
         )
-    if row.half_open_max_calls is not None and after.state is not State.HALF_OPEN and any(
-        occurrence.from_state is State.HALF_OPEN for occurrence in outcome.occurrences
+    if (
+        row.half_open_max_calls is not None
+        and after.state is not State.HALF_OPEN
+        and any(occurrence.from_state is State.HALF_OPEN for occurrence in outcome.occurrences)
     ):
         conn.execute(delete(permits).where(permits.c.connection_id == row.id))
     _append(conn, row.id, _identity(row), outcome.occurrences, actor)

@@ -61,8 +61,10 @@ class ExactString(TypeDecorator[str]):
         assert isinstance(self.impl_instance, String)
         length = self.impl_instance.length
         if dialect.name == "mysql":
-            collation = "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else (
-                "utf8mb4_0900_bin"
+            collation = (
+                "utf8mb4_nopad_bin"
+                if getattr(dialect, "is_mariadb", False)
+                else ("utf8mb4_0900_bin")
             )
             return dialect.type_descriptor(
                 mysql.VARCHAR(length, charset="utf8mb4", collation=collation)

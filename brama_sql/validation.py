@@ -15,6 +15,8 @@ METADATA_BYTES = 65_536
 """The largest metadata accepted, in bytes of its JSON encoding."""
 MAX_SECONDS = 10 * 365 * 86_400.0
 """The longest duration accepted for ``expiry`` and ``inactive_after``: ten years."""
+MAX_LOCK_WAIT = 3600.0
+"""The longest ``lock_timeout`` accepted: an hour (a lock wait limit is meant to be short)."""
 MAX_THRESHOLD = 2**31 - 1
 
 
@@ -84,9 +86,9 @@ def threshold(value: object, name: str = "failure_threshold") -> int:
     return value
 
 
-def seconds(value: object, name: str) -> float:
-    """A positive, finite duration of at most ten years, as seconds or a ``timedelta``,
-    resolved to whole microseconds like every time brama_sql stores."""
+def seconds(value: object, name: str, maximum: float = MAX_SECONDS) -> float:
+    """A positive, finite duration of at most ``maximum`` seconds (ten years unless said), as
+    seconds or a ``timedelta``, resolved to whole microseconds like every time brama_sql stores."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -96,11 +98,11 @@ def seconds(value: object, name: str) -> float:
     try:
         result = float(value)
     except OverflowError:
-        raise InvalidArgumentError(f"{name} must be at most {MAX_SECONDS:.0f} seconds") from None
+        raise InvalidArgumentError(f"{name} must be at most {maximum:.0f} seconds") from None
     if not math.isfinite(result) or result <= 0:
         raise InvalidArgumentError(f"{name} must be a positive number of seconds, not {value!r}")
-    if result > MAX_SECONDS:
-        raise InvalidArgumentError(f"{name} must be at most {MAX_SECONDS:.0f} seconds (10 years)")
+    if result > maximum:
+        raise InvalidArgumentError(f"{name} must be at most {maximum:.0f} seconds, not {value!r}")
     resolved = timedelta(seconds=result).total_seconds()  # microseconds, as every timestamp
     if resolved <= 0:
         raise InvalidArgumentError(f"{name} must be at least one microsecond, not {value!r}")

@@ -26,8 +26,18 @@ print(json.dumps({"package": brama_sql.__file__, "scripts": str(script_location(
 
 def test_wheel_ships_migrations_and_migrates_from_them(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--quiet", "--wheel-dir", str(tmp_path / "dist"), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
         check=True,
     )
     (wheel,) = (tmp_path / "dist").glob("brama_sql-*.whl")
@@ -42,7 +52,11 @@ def test_wheel_ships_migrations_and_migrates_from_them(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'brama.db'}"
     result = subprocess.run(
         [sys.executable, "-c", PROBE, url],
-        cwd=tmp_path, env=environment, check=True, capture_output=True, text=True,
+        cwd=tmp_path,
+        env=environment,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     found = json.loads(result.stdout)
     site = str(tmp_path / "site")

@@ -45,8 +45,9 @@ identifiers = st.one_of(
 scopes = st.one_of(st.none(), identifiers)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 metadata_values = st.one_of(
@@ -62,7 +63,10 @@ metadata_values = st.one_of(
     st.text(max_size=5),
 )
 thresholds = st.one_of(
-    st.none(), st.integers(min_value=-5, max_value=2**40), st.booleans(), st.floats(),
+    st.none(),
+    st.integers(min_value=-5, max_value=2**40),
+    st.booleans(),
+    st.floats(),
     st.text(max_size=3),
 )
 durations = st.one_of(
@@ -79,7 +83,11 @@ reasons = st.one_of(st.none(), st.text(max_size=20), st.just("r" * 1025), st.int
 def _calls(brama: Brama) -> dict[str, Callable[..., Any]]:
     return {
         "register": lambda ident, scope, meta, threshold, expiry, reason: brama.register(
-            ident, scope=scope, metadata=meta, failure_threshold=threshold, expiry=expiry,
+            ident,
+            scope=scope,
+            metadata=meta,
+            failure_threshold=threshold,
+            expiry=expiry,
             half_open_max_calls=threshold if isinstance(threshold, int) else None,
             probe_timeout=expiry,
         ),
@@ -126,8 +134,14 @@ def _rows(brama: Brama) -> tuple[int, ...]:
     reason=reasons,
 )
 def test_every_call_succeeds_or_raises_a_brama_error_and_writes_nothing(
-    brama: Brama, operation: str, identifier: Any, scope: Any, meta: Any, threshold: Any,
-    expiry: Any, reason: Any,
+    brama: Brama,
+    operation: str,
+    identifier: Any,
+    scope: Any,
+    meta: Any,
+    threshold: Any,
+    expiry: Any,
+    reason: Any,
 ) -> None:
     brama.register("known", scope="s", exist_ok=True)
     call = _calls(brama)[operation]
@@ -139,17 +153,34 @@ def test_every_call_succeeds_or_raises_a_brama_error_and_writes_nothing(
     # Anything else propagates and fails the test: only BramaErrors may escape.
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(threshold=thresholds, expiry=durations, inactive=durations, max_calls=thresholds,
-       policy=st.sampled_from(["raise", "allow", "deny", "ignore", "", 1]),
-       lock=durations)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    threshold=thresholds,
+    expiry=durations,
+    inactive=durations,
+    max_calls=thresholds,
+    policy=st.sampled_from(["raise", "allow", "deny", "ignore", "", 1]),
+    lock=durations,
+)
 def test_constructor_options_are_checked(
-    db_url: Any, threshold: Any, expiry: Any, inactive: Any, max_calls: Any, policy: Any,
+    db_url: Any,
+    threshold: Any,
+    expiry: Any,
+    inactive: Any,
+    max_calls: Any,
+    policy: Any,
     lock: Any,
 ) -> None:
-    options = {"failure_threshold": threshold, "expiry": expiry, "inactive_after": inactive,
-               "half_open_max_calls": max_calls, "on_db_error": policy, "lock_timeout": lock}
+    options = {
+        "failure_threshold": threshold,
+        "expiry": expiry,
+        "inactive_after": inactive,
+        "half_open_max_calls": max_calls,
+        "on_db_error": policy,
+        "lock_timeout": lock,
+    }
     given_options = {key: value for key, value in options.items() if value is not None}
     try:
         brama = Brama(db_url.render_as_string(hide_password=False), **given_options)

@@ -56,7 +56,9 @@ def test_raise_is_the_default_and_names_the_operation(unreachable: Callable[...,
 
 @pytest.mark.parametrize(("policy", "answer"), [("allow", True), ("deny", False)])
 def test_allow_and_deny(
-    unreachable: Callable[..., Brama], policy: str, answer: bool,
+    unreachable: Callable[..., Brama],
+    policy: str,
+    answer: bool,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     brama = unreachable(on_db_error=policy)
@@ -167,21 +169,22 @@ def test_deadlocks_are_retried_a_bounded_number_of_times(
 
 def _backends(admin: Connection, dialect: str, database: str) -> list[int]:
     if dialect == "postgresql":
-        query = ("SELECT pid FROM pg_stat_activity WHERE datname = :db "
-                 "AND pid <> pg_backend_pid()")
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
     else:
-        query = ("SELECT id FROM information_schema.processlist WHERE db = :db "
-                 "AND id <> CONNECTION_ID()")
+        query = (
+            "SELECT id FROM information_schema.processlist WHERE db = :db AND id <> CONNECTION_ID()"
+        )
     return list(admin.execute(text(query), {"db": database}).scalars())
 
 
 def _waiting_for_a_lock(admin: Connection, dialect: str, database: str) -> list[int]:
     if dialect == "postgresql":
-        query = ("SELECT pid FROM pg_stat_activity WHERE datname = :db "
-                 "AND wait_event_type = 'Lock'")
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = :db AND wait_event_type = 'Lock'"
         return list(admin.execute(text(query), {"db": database}).scalars())
-    query = ("SELECT id FROM information_schema.processlist WHERE db = :db "
-             "AND id <> CONNECTION_ID() AND info LIKE '%FOR UPDATE%'")
+    query = (
+        "SELECT id FROM information_schema.processlist WHERE db = :db "
+        "AND id <> CONNECTION_ID() AND info LIKE '%FOR UPDATE%'"
+    )
     return list(admin.execute(text(query), {"db": database}).scalars())
 
 
@@ -241,8 +244,12 @@ def test_a_connection_killed_mid_transaction_writes_nothing(
 @SERVERS
 @pytest.mark.parametrize("policy", ["raise", "allow"])
 def test_reports_through_repeated_kills_stay_consistent(
-    make_brama: Callable[..., Brama], db_url: URL, dialect: str, admin: Connection,
-    policy: str, caplog: pytest.LogCaptureFixture,
+    make_brama: Callable[..., Brama],
+    db_url: URL,
+    dialect: str,
+    admin: Connection,
+    policy: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     brama = make_brama(on_db_error=policy)
     brama.register("svc", failure_threshold=1_000_000)

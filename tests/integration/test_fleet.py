@@ -75,9 +75,7 @@ def test_every_report_is_counted_exactly_once(brama: Brama, db_url: URL) -> None
     verify(brama.engine, "hot")
 
 
-def test_the_circuit_trips_exactly_once_and_admits_no_call_after(
-    brama: Brama, db_url: URL
-) -> None:
+def test_the_circuit_trips_exactly_once_and_admits_no_call_after(brama: Brama, db_url: URL) -> None:
     brama.register("flaky", failure_threshold=50, expiry=3600)
     seen = run_fleet(fleet_workers.attempt_calls, (url_of(db_url), "flaky", 50), PROCESSES)
 
@@ -116,13 +114,15 @@ def test_one_probe_per_permit_across_processes(brama: Brama, db_url: URL) -> Non
     assert brama.status("probe").state is State.OPEN
 
     after_expiry = (T0 + timedelta(seconds=61)).isoformat()
-    first = run_fleet(fleet_workers.ask_available_at, (url_of(db_url), "probe", after_expiry),
-                      PROCESSES)
+    first = run_fleet(
+        fleet_workers.ask_available_at, (url_of(db_url), "probe", after_expiry), PROCESSES
+    )
     assert sorted(answer for _, answer in first) == [False] * (PROCESSES - 1) + [True]
 
     after_timeout = (T0 + timedelta(seconds=61 + 31)).isoformat()
-    second = run_fleet(fleet_workers.ask_available_at, (url_of(db_url), "probe", after_timeout),
-                       PROCESSES)
+    second = run_fleet(
+        fleet_workers.ask_available_at, (url_of(db_url), "probe", after_timeout), PROCESSES
+    )
     assert sorted(answer for _, answer in second) == [False] * (PROCESSES - 1) + [True]
 
     with brama.engine.connect() as conn:
@@ -146,7 +146,8 @@ def test_one_registration_wins_a_race(brama: Brama, db_url: URL) -> None:
         assert count_events(brama, identifier, Kind.REGISTERED) == 1
         with brama.engine.connect() as conn:
             rows = conn.execute(
-                select(func.count()).select_from(connections)
+                select(func.count())
+                .select_from(connections)
                 .where(connections.c.identifier == identifier)
             ).scalar_one()
         assert rows == 1

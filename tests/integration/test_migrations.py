@@ -54,8 +54,9 @@ def test_models_and_migrations_agree(db_url: URL) -> None:
                 conn,
                 opts={
                     "compare_type": True,
-                    "include_object": lambda obj, name, type_, *_: type_ != "table"
-                    or name in metadata.tables,
+                    "include_object": lambda obj, name, type_, *_: (
+                        type_ != "table" or name in metadata.tables
+                    ),
                 },
             )
             assert compare_metadata(context, metadata) == []

@@ -29,13 +29,14 @@ def clock() -> FrozenDateTimeFactory:
 
 
 @pytest.fixture
-def callers(
-    make_brama: Callable[..., Brama], clock: FrozenDateTimeFactory
-) -> list[Brama]:
+def callers(make_brama: Callable[..., Brama], clock: FrozenDateTimeFactory) -> list[Brama]:
     """Three callers sharing one database; "svc" is open with a 1-permit half-open."""
     made = [make_brama() for _ in range(3)]
     made[0].register(
-        "svc", failure_threshold=1, expiry=EXPIRY, half_open_max_calls=1,
+        "svc",
+        failure_threshold=1,
+        expiry=EXPIRY,
+        half_open_max_calls=1,
         probe_timeout=PROBE_TIMEOUT,
     )
     made[0].failure("svc")

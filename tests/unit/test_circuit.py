@@ -249,7 +249,13 @@ def test_open_circuit_expires_to_half_open_dated_at_the_expiry_instant(now: date
     assert machine.current(opened, SETTINGS, now) == outcome.circuit
     (event,) = outcome.occurrences
     assert _logged(event) == (
-        Kind.TRANSITION, EXPIRES_AT, 4, State.OPEN, State.HALF_OPEN, event.reason, Cause.EXPIRY
+        Kind.TRANSITION,
+        EXPIRES_AT,
+        4,
+        State.OPEN,
+        State.HALF_OPEN,
+        event.reason,
+        Cause.EXPIRY,
     )
     assert event.reason
 

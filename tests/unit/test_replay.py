@@ -45,15 +45,11 @@ class Recorder:
 
     def success(self, reason: str | None = None) -> Recorder:
         """Report a success."""
-        return self._change(
-            lambda c: machine.record(c, SETTINGS, Kind.SUCCESS, self.now, reason)
-        )
+        return self._change(lambda c: machine.record(c, SETTINGS, Kind.SUCCESS, self.now, reason))
 
     def failure(self, reason: str | None = None) -> Recorder:
         """Report a failure."""
-        return self._change(
-            lambda c: machine.record(c, SETTINGS, Kind.FAILURE, self.now, reason)
-        )
+        return self._change(lambda c: machine.record(c, SETTINGS, Kind.FAILURE, self.now, reason))
 
     def force(self, action: Cause, reason: str | None = None) -> Recorder:
         """A manual open, close or reset."""
@@ -289,16 +285,20 @@ TAMPERED = [
     pytest.param(_wrong_failure_count, "machine expects", id="wrong-failure_count"),
     pytest.param(_missing_expiry_before_report, "due expiry", id="missing-expiry-before-report"),
     pytest.param(_missing_expiry_before_manual, "due expiry", id="missing-expiry-before-manual"),
-    pytest.param(_missing_expiry_before_unregistered, "due expiry",
-                 id="missing-expiry-before-unregistered"),
+    pytest.param(
+        _missing_expiry_before_unregistered, "due expiry", id="missing-expiry-before-unregistered"
+    ),
     pytest.param(_expiry_dated_when_written, "machine expects", id="expiry-dated-when-written"),
     pytest.param(_early_expiry, "writes nothing", id="expiry-before-it-elapsed"),
-    pytest.param(_event_before_registration, "before any registration",
-                 id="event-before-registration"),
-    pytest.param(_event_after_unregistered, "before any registration",
-                 id="event-after-unregistered"),
-    pytest.param(_ends_before_expected_transition, "log ends before",
-                 id="ends-before-expected-transition"),
+    pytest.param(
+        _event_before_registration, "before any registration", id="event-before-registration"
+    ),
+    pytest.param(
+        _event_after_unregistered, "before any registration", id="event-after-unregistered"
+    ),
+    pytest.param(
+        _ends_before_expected_transition, "log ends before", id="ends-before-expected-transition"
+    ),
     pytest.param(_wrong_target_state, "machine expects", id="wrong-to_state"),
     pytest.param(_transition_without_a_cause, "nothing caused", id="transition-without-report"),
     pytest.param(_swapped_causal_order, "nothing caused", id="transition-before-its-report"),

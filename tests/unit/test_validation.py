@@ -162,8 +162,11 @@ def test_threshold_refuses(value: object, error: type[BramaError]) -> None:
 
 def test_threshold_uses_the_name_it_is_given() -> None:
     """The message names the argument the caller passed the value as."""
-    _refuses(lambda: validation.threshold(0, "half_open_max_calls"), InvalidArgumentError,
-             "half_open_max_calls")
+    _refuses(
+        lambda: validation.threshold(0, "half_open_max_calls"),
+        InvalidArgumentError,
+        "half_open_max_calls",
+    )
 
 
 # -- durations -------------------------------------------------------------------------------
@@ -226,8 +229,11 @@ def test_optional_seconds_accepts_none_and_checks_anything_else() -> None:
     """inactive_after=None disables removal; other values follow seconds()."""
     assert validation.optional_seconds(None, "inactive_after") is None
     assert validation.optional_seconds(timedelta(hours=1), "inactive_after") == 3600.0
-    _refuses(lambda: validation.optional_seconds(0, "inactive_after"), InvalidArgumentError,
-             "inactive_after")
+    _refuses(
+        lambda: validation.optional_seconds(0, "inactive_after"),
+        InvalidArgumentError,
+        "inactive_after",
+    )
 
 
 # -- metadata --------------------------------------------------------------------------------
@@ -340,8 +346,12 @@ class _NoOffset(tzinfo):
 
 @pytest.mark.parametrize(
     "value",
-    [None, AWARE, AWARE.astimezone(timezone(timedelta(hours=-5))), datetime.min.replace(
-        tzinfo=timezone.utc)],
+    [
+        None,
+        AWARE,
+        AWARE.astimezone(timezone(timedelta(hours=-5))),
+        datetime.min.replace(tzinfo=timezone.utc),
+    ],
 )
 def test_moment_accepts_none_and_aware_datetimes(value: datetime | None) -> None:
     """``since`` may be left out or any aware datetime."""
@@ -352,8 +362,11 @@ def test_moment_accepts_none_and_aware_datetimes(value: datetime | None) -> None
     ("value", "error"),
     [
         pytest.param(datetime(2024, 3, 1, 12, 0), InvalidArgumentError, id="naive"),
-        pytest.param(datetime(2024, 3, 1, tzinfo=_NoOffset()), InvalidArgumentError,
-                     id="tzinfo-without-offset"),
+        pytest.param(
+            datetime(2024, 3, 1, tzinfo=_NoOffset()),
+            InvalidArgumentError,
+            id="tzinfo-without-offset",
+        ),
         pytest.param(date(2024, 3, 1), ArgumentTypeError, id="date"),
         pytest.param("2024-03-01T12:00:00Z", ArgumentTypeError, id="iso-string"),
         pytest.param(1_709_294_400, ArgumentTypeError, id="timestamp"),
@@ -405,8 +418,11 @@ def test_read_returns_an_aware_clock_time_in_utc() -> None:
     ("value", "error"),
     [
         pytest.param(datetime(2024, 3, 1, 12, 0), InvalidArgumentError, id="naive"),
-        pytest.param(datetime(2024, 3, 1, tzinfo=_NoOffset()), InvalidArgumentError,
-                     id="tzinfo-without-offset"),
+        pytest.param(
+            datetime(2024, 3, 1, tzinfo=_NoOffset()),
+            InvalidArgumentError,
+            id="tzinfo-without-offset",
+        ),
         pytest.param(1_709_294_400.0, ArgumentTypeError, id="timestamp"),
         pytest.param("2024-03-01T12:00:00+00:00", ArgumentTypeError, id="str"),
         pytest.param(date(2024, 3, 1), ArgumentTypeError, id="date"),

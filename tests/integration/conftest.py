@@ -1,0 +1,75 @@
+"""Shared helpers of the integration tests: checks that read the brama_sql tables directly.
+
+The helpers are fixtures that return functions, so test modules need not import a conftest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from brama_sql import Brama
+from brama_sql.circuit import Circuit, Settings
+from brama_sql.replay import ReplayError, verify
+from brama_sql.schema import connections, events, stored_scope
+
+LogCheck = Callable[..., Circuit | None]
+RowCounts = Callable[[Brama], tuple[int, int]]
+RowReader = Callable[..., "dict[str, Any] | None"]
+
+
+def read_row(brama: Brama, identifier: str, scope: str | None = None) -> dict[str, Any] | None:
+    """The ``brama_connections`` row of a connection as a dict, or ``None`` when it has none."""
+    query = select(connections).where(
+        (connections.c.identifier == identifier) & (connections.c.scope == stored_scope(scope))
+    )
+    with brama.engine.connect() as conn:
+        row = conn.execute(query).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
+def count_rows(brama: Brama) -> tuple[int, int]:
+    """How many rows ``brama_connections`` and ``brama_events`` hold."""
+    with brama.engine.connect() as conn:
+        return tuple(  # type: ignore[return-value]
+            conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in (connections, events)
+        )
+
+
+def log_explains_row(
+    brama: Brama,
+    identifier: str,
+    scope: str | None = None,
+    settings: Settings | None = None,
+) -> Circuit | None:
+    """Replay the connection's log and assert it reproduces its row; return the replayed circuit.
+
+    See :func:`brama_sql.replay.verify`; pass ``settings`` when the connection no longer exists.
+    """
+    try:
+        return verify(brama.engine, identifier, scope, settings)
+    except ReplayError as error:
+        raise AssertionError(str(error)) from None
+
+
+@pytest.fixture
+def assert_log_explains_row() -> LogCheck:
+    """``assert_log_explains_row(brama, identifier, scope=None, settings=None)``: see
+    :func:`log_explains_row`."""
+    return log_explains_row
+
+
+@pytest.fixture
+def row_counts() -> RowCounts:
+    """``row_counts(brama) -> (connection rows, event rows)``."""
+    return count_rows
+
+
+@pytest.fixture
+def connection_row() -> RowReader:
+    """``connection_row(brama, identifier, scope) -> dict | None``: the raw row."""
+    return read_row
