@@ -15,10 +15,10 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from brama_sql import demo as tour
-from brama_sql import migration
+from brama_sql import migration, replay
 from brama_sql.brama import Brama
 from brama_sql.engine import DEFAULT_URL
-from brama_sql.errors import BramaError, InvalidArgumentError
+from brama_sql.errors import BramaError, InvalidArgumentError, describe
 from brama_sql.records import ConnectionStatus, Event
 
 URL_ENVVAR = "BRAMA_SQL_URL"
@@ -197,6 +197,26 @@ def cleanup(ctx: click.Context, inactive_after: float | None) -> None:
     removed = brama.cleanup()
     noun = "connection" if removed == 1 else "connections"
     click.echo(f"Removed {removed} inactive {noun}.")
+
+
+@main.command()
+@click.pass_context
+def verify(ctx: click.Context) -> None:
+    """Check that every connection's log explains its row (replayed through the state machine)."""
+    brama = _runtime(ctx).brama(ctx)
+    statuses = brama.connections()
+    unexplained = 0
+    for item in statuses:
+        try:
+            replay.verify(brama.engine, item.identifier, item.scope)
+        except replay.ReplayError as error:
+            unexplained += 1
+            name = describe(item.identifier, item.scope)
+            click.echo(f"{name}: {_one_line(error)}", err=True)
+    noun = "connection" if len(statuses) == 1 else "connections"
+    click.echo(f"Checked {len(statuses)} {noun}: {unexplained} not explained by the log.")
+    if unexplained:
+        ctx.exit(1)
 
 
 @main.command()

@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from freezegun import freeze_time
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, update
 from sqlalchemy.engine import URL
 
 from brama_sql import Brama, ConnectionStatus, Event, State
 from brama_sql import demo as tour
 from brama_sql.cli import Runtime, main
 from brama_sql.migration import current, head
+from brama_sql.schema import connections
 
 START = datetime(2031, 6, 1, 8, 0, tzinfo=timezone.utc)
 TRANSITIONS_OF_THE_DEMO = [
@@ -473,3 +474,29 @@ def test_the_console_script_runs_the_demo(tmp_path: Path) -> None:
     )
     assert status.returncode == 0, status.stderr
     assert re.search(r"demo\s+payments-api\s+closed\s+0/3\s+1\s+3\s+25\.0%", status.stdout)
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+
+def test_verify_replays_every_log_and_names_a_row_it_does_not_explain(db_url: URL) -> None:
+    brama = Brama(db_url.render_as_string(hide_password=False))
+    try:
+        brama.register("db", failure_threshold=2)
+        brama.register("db", scope="other")
+        brama.failure("db")
+        result = invoke(db_url, "verify")
+        assert result.exit_code == 0, result.output
+        assert "Checked 2 connections: 0 not explained by the log." in result.stdout
+        with brama.engine.begin() as conn:
+            conn.execute(
+                update(connections)
+                .where(connections.c.identifier == "db", connections.c.scope == "")
+                .values(failure_count=7)
+            )
+        result = invoke(db_url, "verify")
+        assert result.exit_code == 1
+        assert "Checked 2 connections: 1 not explained by the log." in result.stdout
+        assert "'db'" in result.stderr and "failure_count=7" in result.stderr
+    finally:
+        brama.dispose()
