@@ -14,7 +14,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 
-class State(str, enum.Enum):
+class _Text(str, enum.Enum):
+    """An enum whose members compare equal to, and print as, their string values."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class State(_Text):
     """The state of a circuit. Compares equal to its string value."""
 
     UNKNOWN = "unknown"
@@ -22,11 +29,8 @@ class State(str, enum.Enum):
     OPEN = "open"
     HALF_OPEN = "half_open"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Kind(str, enum.Enum):
+class Kind(_Text):
     """What an event records."""
 
     REGISTERED = "registered"
@@ -36,11 +40,8 @@ class Kind(str, enum.Enum):
     UNREGISTERED = "unregistered"
     REMOVED = "removed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Cause(str, enum.Enum):
+class Cause(_Text):
     """What made a transition happen (logged with every ``transition`` event)."""
 
     REPORT = "report"
@@ -48,9 +49,6 @@ class Cause(str, enum.Enum):
     MANUAL_OPEN = "manual_open"
     MANUAL_CLOSE = "manual_close"
     MANUAL_RESET = "manual_reset"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 MANUAL_ACTIONS: dict[Cause, tuple[State, str]] = {
