@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
+
+logger = logging.getLogger("brama_sql")
 
 DEFAULT_URL = "sqlite:///brama.db"
 WRITE = {"brama_sql_write": True}
@@ -47,8 +51,8 @@ def _take_over_sqlite_transactions(engine: Engine, wal: bool, busy_ms: int) -> N
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        if wal:
-            cursor.execute("PRAGMA journal_mode = WAL")
+        if wal and _use_wal(cursor):
+            # Durable across process crashes; a power loss may lose the last transactions.
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
@@ -58,6 +62,17 @@ def _take_over_sqlite_transactions(engine: Engine, wal: bool, busy_ms: int) -> N
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
-def is_sqlite(engine: Engine) -> bool:
-    """Whether ``engine`` talks to SQLite."""
-    return engine.dialect.name == "sqlite"
+def _use_wal(cursor: Any) -> bool:
+    """Switch the database file to WAL journaling, once: the mode is stored in the file.
+
+    Switching needs the database to itself, so when several processes open a new file at once
+    all but one may be refused; they go on in the old mode (still correct, only slower) until
+    their next connection, which finds the file in WAL already. Returns whether it is in WAL.
+    """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return True
+    try:
+        return bool(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal")
+    except sqlite3.OperationalError:
+        logger.debug("another connection holds the SQLite database; WAL is switched on later")
+        return False
