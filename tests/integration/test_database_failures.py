@@ -115,7 +115,7 @@ def test_a_stuck_lock_makes_a_report_give_up_quickly(
             brama.failure("svc")
         waited = time.monotonic() - started
         assert brama.available("svc"), "a closed circuit answers without the row lock"
-    assert 0.5 < waited < 4
+    assert 0.5 < waited < 10, "it waited for the lock, then gave up long before the server default"
     assert len(brama.events()) == before, "nothing was written"
     brama.failure("svc")
     assert brama.status("svc").total_failures == 1
