@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Row, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, Select, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -69,17 +69,6 @@ class Registration:
     settings: Settings
 
 
-@dataclass
-class _Metrics:
-    """Aggregates of one connection's log since it was registered."""
-
-    successes: int = 0
-    failures: int = 0
-    last_success: datetime | None = None
-    last_failure: datetime | None = None
-    last_transition: datetime | None = None
-
-
 class Store:
     """Reads and changes brama_sql's tables through one SQLAlchemy engine.
 
@@ -124,10 +113,10 @@ class Store:
 
     def _once(self, body: Callable[[Connection], T], write: bool) -> T:
         with self.engine.connect() as conn:
+            self._ensure_schema(conn)
             if write:
                 conn.execution_options(**WRITE)
             with conn.begin():
-                self._ensure_schema(conn)
                 if write:
                     self._limit_lock_wait(conn)
                 return body(conn)
@@ -163,8 +152,12 @@ class Store:
             return
 
     def _ensure_schema(self, conn: Connection) -> None:
+        """Check the schema revision once, in a transaction of its own: inside the operation's
+        transaction, this first read would fix MariaDB's REPEATABLE READ snapshot before the
+        row lock is taken."""
         if not self._schema_checked:
-            migration.check(conn)
+            with conn.begin():
+                migration.check(conn)
             self._schema_checked = True
 
     def now(self, conn: Connection) -> datetime:
@@ -202,9 +195,8 @@ class Store:
             assert inserted.inserted_primary_key is not None
             connection_id = inserted.inserted_primary_key[0]
             _append(conn, connection_id, identity, [Occurrence(Kind.REGISTERED, now, 0)], actor)
-            row = _find(conn, identity)
-            assert row is not None
-            return _status(row, _Metrics(), now)
+            (row,) = conn.execute(_with_metrics(connections.c.id == connection_id)).all()
+            return _status(row, now)
 
         try:
             return self.run("register", body, write=True)
@@ -333,11 +325,10 @@ class Store:
         """The connection's status with metrics from its log; raises if it is not registered."""
 
         def body(conn: Connection) -> ConnectionStatus:
-            row = _find(conn, identity)
+            row = conn.execute(_with_metrics(identity.where())).one_or_none()
             if row is None:
                 raise NotRegisteredError(identity.identifier, identity.scope)
-            metrics = _metrics(conn, connections.c.id == row.id)
-            return _status(row, metrics.get(row.id, _Metrics()), self.now(conn))
+            return _status(row, self.now(conn))
 
         return self.run("status", body, write=False)
 
@@ -364,14 +355,10 @@ class Store:
         """The status of every connection matching ``condition``, by scope then identifier."""
 
         def body(conn: Connection) -> list[ConnectionStatus]:
-            rows = conn.execute(
-                select(connections)
-                .where(condition)
-                .order_by(connections.c.scope, connections.c.identifier)
-            ).all()
-            metrics = _metrics(conn, condition)
+            query = _with_metrics(condition).order_by(connections.c.scope, connections.c.identifier)
+            rows = conn.execute(query).all()
             now = self.now(conn)
-            return [_status(row, metrics.get(row.id, _Metrics()), now) for row in rows]
+            return [_status(row, now) for row in rows]
 
         return self.run("connections", body, write=False)
 
@@ -528,33 +515,34 @@ def _last_activity() -> Any:
     )
 
 
-def _metrics(conn: Connection, condition: ColumnElement[bool]) -> dict[int, _Metrics]:
-    """Counts and latest times per kind of report and transition, from the log."""
-    query = (
-        select(
-            events.c.connection_id,
-            events.c.kind,
-            func.count().label("n"),
-            func.max(events.c.occurred_at).label("latest"),
+def _with_metrics(condition: ColumnElement[bool]) -> Select[Any]:
+    """The rows matching ``condition``, each with aggregates of its log since registration.
+
+    One statement, so the row and its metrics come from one snapshot on every dialect; each
+    aggregate is a correlated subquery on the ``(connection_id, kind, occurred_at)`` index.
+    """
+
+    def aggregate(kind: Kind, function: Any, label: str) -> Any:
+        return (
+            select(function)
+            .where(events.c.connection_id == connections.c.id, events.c.kind == kind.value)
+            .scalar_subquery()
+            .label(label)
         )
-        .join(connections, connections.c.id == events.c.connection_id)
-        .where(condition)
-        .where(events.c.kind.in_([Kind.SUCCESS.value, Kind.FAILURE.value, Kind.TRANSITION.value]))
-        .group_by(events.c.connection_id, events.c.kind)
-    )
-    result: dict[int, _Metrics] = {}
-    for row in conn.execute(query):
-        metrics = result.setdefault(row.connection_id, _Metrics())
-        if row.kind == Kind.SUCCESS.value:
-            metrics.successes, metrics.last_success = row.n, row.latest
-        elif row.kind == Kind.FAILURE.value:
-            metrics.failures, metrics.last_failure = row.n, row.latest
-        else:
-            metrics.last_transition = row.latest
-    return result
+
+    latest = func.max(events.c.occurred_at)
+    return select(
+        connections,
+        aggregate(Kind.SUCCESS, func.count(), "successes"),
+        aggregate(Kind.SUCCESS, latest, "last_success"),
+        aggregate(Kind.FAILURE, func.count(), "failures"),
+        aggregate(Kind.FAILURE, latest, "last_failure"),
+        aggregate(Kind.TRANSITION, latest, "last_transition"),
+    ).where(condition)
 
 
-def _status(row: Row[Any], metrics: _Metrics, now: datetime) -> ConnectionStatus:
+def _status(row: Row[Any], now: datetime) -> ConnectionStatus:
+    """The status of a row of :func:`_with_metrics` at ``now``."""
     settings = settings_of(row)
     stored = circuit_of(row)
     circuit = machine.current(stored, settings, now)
@@ -562,25 +550,25 @@ def _status(row: Row[Any], metrics: _Metrics, now: datetime) -> ConnectionStatus
         # An expiry that no write has persisted yet: it happened at opened_at + expiry.
         state_changed_at = stored.expires_at(settings)
     else:
-        state_changed_at = metrics.last_transition or row.registered_at
+        state_changed_at = row.last_transition or row.registered_at
     assert state_changed_at is not None
-    reports = metrics.successes + metrics.failures
+    reports = row.successes + row.failures
     return ConnectionStatus(
         identifier=row.identifier,
         scope=api_scope(row.scope),
         state=circuit.state,
         failure_count=circuit.failure_count,
-        last_failure_time=metrics.last_failure,
-        last_success_time=metrics.last_success,
+        last_failure_time=row.last_failure,
+        last_success_time=row.last_success,
         opened_at=circuit.opened_at,
         metadata=dict(row.metadata),
         failure_threshold=row.failure_threshold,
         expiry=row.expiry,
         registered_at=row.registered_at,
         state_changed_at=state_changed_at,
-        total_successes=metrics.successes,
-        total_failures=metrics.failures,
-        success_rate=metrics.successes / reports if reports else None,
+        total_successes=row.successes,
+        total_failures=row.failures,
+        success_rate=row.successes / reports if reports else None,
         time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
         half_open_max_calls=row.half_open_max_calls,
         probe_timeout=settings.permit_lifetime.total_seconds(),
