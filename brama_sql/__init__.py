@@ -12,7 +12,7 @@ from brama_sql.errors import (
     NotRegisteredError,
     SchemaError,
 )
-from brama_sql.records import ConnectionStatus, Event
+from brama_sql.records import ConnectionStatus, Event, Transition
 
 __all__ = [
     "EVERY_SCOPE",
@@ -30,4 +30,5 @@ __all__ = [
     "NotRegisteredError",
     "SchemaError",
     "State",
+    "Transition",
 ]

@@ -27,7 +27,7 @@ from brama_sql.errors import (
     BramaDatabaseError,
     InvalidArgumentError,
 )
-from brama_sql.records import ConnectionStatus, Event
+from brama_sql.records import ConnectionStatus, Event, Transition
 from brama_sql.schema import connections, events, stored_scope
 from brama_sql.store import Identity, Registration, Store
 
@@ -263,32 +263,54 @@ class Brama:
 
     def success(
         self, identifier: str, *, scope: str | None = None, reason: str | None = None
-    ) -> None:
-        """Report a successful call to the dependency."""
-        self._report(Kind.SUCCESS, identifier, scope, reason)
+    ) -> Transition | None:
+        """Report a successful call to the dependency.
+
+        Returns the :class:`Transition` this report caused (``half_open -> closed`` when it
+        was the probe that closed the circuit), else ``None``.
+        """
+        return self._report(Kind.SUCCESS, identifier, scope, reason)
 
     def failure(
         self, identifier: str, *, scope: str | None = None, reason: str | None = None
-    ) -> None:
-        """Report a failed call to the dependency (``reason`` is logged with it)."""
-        self._report(Kind.FAILURE, identifier, scope, reason)
+    ) -> Transition | None:
+        """Report a failed call to the dependency (``reason`` is logged with it).
 
-    def _report(self, kind: Kind, identifier: str, scope: str | None, reason: str | None) -> None:
+        Returns the :class:`Transition` this report caused (``closed -> open`` when it was
+        the report that tripped the circuit), else ``None``.
+        """
+        return self._report(Kind.FAILURE, identifier, scope, reason)
+
+    def _report(
+        self, kind: Kind, identifier: str, scope: str | None, reason: str | None
+    ) -> Transition | None:
         identity = _identity(identifier, scope)
         note = validation.reason(reason)
         try:
-            self._store.change(
+            outcome = self._store.change(
                 kind.value,
                 identity,
                 lambda circuit, settings, now, holds: machine.record(
                     circuit, settings, kind, now, note, holds
                 ),
                 self.actor(),
+                report=True,
             )
         except BramaDatabaseError as error:
             if self.on_db_error == "raise":
                 raise
             logger.warning("%s report for %s dropped: %s", kind.value, identifier, error)
+            return None
+        for occurrence in outcome.occurrences:
+            if occurrence.cause is Cause.REPORT:
+                assert occurrence.from_state is not None and occurrence.to_state is not None
+                return Transition(
+                    occurrence.from_state,
+                    occurrence.to_state,
+                    occurrence.occurred_at,
+                    occurrence.reason,
+                )
+        return None
 
     # -- manual controls ------------------------------------------------------------------
 
@@ -316,6 +338,7 @@ class Brama:
             identity,
             lambda circuit, _settings, now, _holds: machine.force(circuit, action, now, note),
             self.actor(),
+            report=False,
         )
 
     # -- maintenance ------------------------------------------------------------------------

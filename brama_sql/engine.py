@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from typing import Any
 
@@ -17,31 +18,95 @@ WRITE = {"brama_sql_write": True}
 """Execution options of a connection that will write: on SQLite it begins ``IMMEDIATE``."""
 CONNECT_TIMEOUT_S = 5
 """How long a new server connection may take before the attempt fails."""
+IO_TIMEOUT_S = 30
+"""How long a server may stay silent on a connection brama_sql created before the call fails:
+MySQL/MariaDB's read and write timeouts, PostgreSQL's ``tcp_user_timeout`` (unacknowledged data)
+with TCP keepalives. Every brama_sql statement is short; only a migration may take longer."""
 
 
 def build(url: str | URL, lock_timeout: float) -> Engine:
-    """Create an engine for ``url``; on SQLite, set it up for row-safe concurrent writers.
+    """Create an engine for ``url`` that brama_sql owns, with its session settings made once
+    per pooled connection, when it connects.
 
-    SQLite gets WAL journaling, a busy timeout, and transactions that brama_sql begins itself:
-    ``BEGIN IMMEDIATE`` for a write (the whole-database write lock is taken before the row is
-    read, which is SQLite's equivalent of ``SELECT ... FOR UPDATE``) and a plain ``BEGIN`` for
-    a read. ``lock_timeout`` (seconds) is SQLite's busy timeout. Server engines check pooled
-    connections before use and give up connecting after a few seconds.
+    - PostgreSQL: ``lock_timeout``, a connect timeout, TCP keepalives and a user timeout.
+    - MySQL/MariaDB: ``innodb_lock_wait_timeout`` (whole seconds), READ COMMITTED (a locking
+      read and the plain reads after it then see the same, latest rows, and no gap locks),
+      connect, read and write timeouts.
+    - SQLite: WAL journaling, the busy timeout, and transactions that brama_sql begins itself:
+      ``BEGIN IMMEDIATE`` for a write (the database's write lock is taken before the row is
+      read: SQLite's ``SELECT ... FOR UPDATE``) and a plain ``BEGIN`` for a read.
+
+    Server engines check pooled connections before use, so a database that comes back is used
+    again without a restart.
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return create_engine(
+            parsed, pool_pre_ping=True, connect_args=_postgresql_arguments(parsed, lock_timeout)
+        )
+    if backend == "mysql":
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            isolation_level="READ COMMITTED",
+            connect_args=_mysql_arguments(parsed, lock_timeout),
+        )
     if backend != "sqlite":
-        connect_args: dict[str, Any] = {}
-        if backend in ("postgresql", "mysql") and "connect_timeout" not in parsed.query:
-            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
-        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        return create_engine(parsed, pool_pre_ping=True)
     memory = parsed.database in (None, "", ":memory:")
     options: dict[str, Any] = {}
     if memory:
+        # One connection shared by every thread: brama_sql's Store serialises its use.
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     engine = create_engine(parsed, **options)
-    _take_over_sqlite_transactions(engine, wal=not memory, busy_ms=round(lock_timeout * 1000))
+    _take_over_sqlite_transactions(engine, wal=not memory, busy_ms=milliseconds(lock_timeout))
     return engine
+
+
+def milliseconds(seconds: float) -> int:
+    """A lock wait limit in whole milliseconds, at least one."""
+    return max(1, round(seconds * 1000))
+
+
+def whole_seconds(seconds: float) -> int:
+    """A lock wait limit in whole seconds, rounded up, at least one (MySQL's unit)."""
+    return max(1, math.ceil(seconds))
+
+
+def _postgresql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
+    setting = f"-c lock_timeout={milliseconds(lock_timeout)}"
+    given = url.query.get("options")
+    arguments: dict[str, Any] = {
+        "options": setting if not given else f"{given} {setting}",
+        "keepalives": 1,
+        "keepalives_idle": IO_TIMEOUT_S // 3,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": IO_TIMEOUT_S * 1000,
+    }
+    return _unless_in(url, arguments, connect_timeout=CONNECT_TIMEOUT_S)
+
+
+def _mysql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "init_command": f"SET SESSION innodb_lock_wait_timeout = {whole_seconds(lock_timeout)}"
+    }
+    return _unless_in(
+        url,
+        arguments,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=IO_TIMEOUT_S,
+        write_timeout=IO_TIMEOUT_S,
+    )
+
+
+def _unless_in(url: URL, arguments: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """``arguments`` plus each default that the URL's query does not set itself."""
+    for name, value in defaults.items():
+        if name not in url.query:
+            arguments[name] = value
+    return arguments
 
 
 def _take_over_sqlite_transactions(engine: Engine, wal: bool, busy_ms: int) -> None:

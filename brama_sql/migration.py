@@ -75,10 +75,20 @@ def downgrade(engine_or_connection: Engine | Connection, revision: str = "base")
     _run(engine_or_connection, lambda cfg: command.downgrade(cfg, revision))
 
 
+@functools.lru_cache(maxsize=1)
+def known() -> frozenset[str]:
+    """Every revision the shipped scripts know."""
+    return frozenset(
+        script.revision for script in ScriptDirectory.from_config(config()).walk_revisions()
+    )
+
+
 def check(connection: Connection) -> None:
-    """Raise :class:`SchemaError` unless the database is at the shipped head revision."""
+    """Raise :class:`SchemaError` unless the database is at the shipped head revision, or at
+    a revision these scripts do not know: a newer brama_sql migrated it during a rolling
+    deploy (its migrations keep the schema usable by the release before)."""
     found = current(connection)
-    if found == head():
+    if found == head() or (found is not None and found not in known()):
         return
     if found is None:
         problem = "brama_sql's tables do not exist in this database"

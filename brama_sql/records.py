@@ -65,3 +65,15 @@ class Event:
     """For reports: it was a half-open probe's result, and so it decided the circuit."""
     actor: str | None = None
     """Who wrote the event: :meth:`Brama.actor` of the caller (``host:pid:instance:thread``)."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change that a report caused: what :meth:`Brama.success` and
+    :meth:`Brama.failure` return, so the caller whose report tripped (or closed) the circuit
+    knows it was that report. Exactly one caller gets each transition."""
+
+    from_state: State
+    to_state: State
+    occurred_at: datetime
+    reason: str | None

@@ -4,11 +4,12 @@ reproduce its row. Operators and tests use :func:`replay` to check that the log 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import MANUAL_ACTIONS, Cause, Circuit, Kind, Occurrence, Settings
@@ -99,19 +100,25 @@ def verify(
 ) -> Circuit | None:
     """Check that a connection's log explains its row; return the replayed circuit.
 
-    Reads the row and the log in one transaction, replays the log and compares state,
-    ``failure_count``, ``opened_at`` and episode with the row. The settings come from the row;
-    pass ``settings`` for a connection that no longer exists (its log must then end with its
-    removal). Raises :class:`ReplayError` on any difference.
+    Reads the row and the log of its latest registration from one snapshot, replays the log
+    and compares state, ``failure_count``, ``opened_at`` and episode with the row. The settings
+    come from the row; pass ``settings`` for a connection that no longer exists (its log must
+    then end with its removal). Raises :class:`ReplayError` on any difference.
     """
     identity = Identity(identifier, scope)
-    with engine.connect() as conn, conn.begin():
+    with _snapshot(engine) as conn:
         row = conn.execute(select(connections).where(identity.where())).one_or_none()
+        mine = (events.c.identifier == identifier) & (events.c.scope == stored_scope(scope))
+        incarnation = (
+            row.id
+            if row is not None
+            else conn.execute(select(func.max(events.c.connection_id)).where(mine)).scalar()
+        )
         log = [
             event_record(found)
             for found in conn.execute(
                 select(events)
-                .where(events.c.identifier == identifier, events.c.scope == stored_scope(scope))
+                .where(mine, events.c.connection_id == incarnation)
                 .order_by(events.c.id)
             )
         ]
@@ -124,3 +131,14 @@ def verify(
     if replayed != stored:
         raise ReplayError(f"the log leads to {replayed}, the row holds {stored}")
     return replayed
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read transaction that sees one snapshot for all its statements (PostgreSQL's default
+    READ COMMITTED would not; SQLite's read transactions and MySQL's default already do)."""
+    with engine.connect() as conn:
+        if conn.dialect.name in ("postgresql", "mysql"):
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn

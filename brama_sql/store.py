@@ -8,19 +8,22 @@ events, commit. Nothing here runs the caller's own work, so no lock outlives a c
 from __future__ import annotations
 
 import functools
-import math
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Row, Select, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
 
 from brama_sql import circuit as machine
+from brama_sql import engine as engines
 from brama_sql import migration
 from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
 from brama_sql.clock import Clock, database_now, read
@@ -28,6 +31,7 @@ from brama_sql.engine import WRITE
 from brama_sql.errors import (
     AlreadyRegisteredError,
     BramaDatabaseError,
+    BramaError,
     NotRegisteredError,
     SchemaError,
 )
@@ -44,7 +48,10 @@ ATTEMPTS = 3
 """How often a transaction is tried when the database reports a deadlock or a serialization
 failure (never for a lock wait timeout: that limit exists to give up)."""
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
-RETRYABLE_MYSQL_ERRORS = {1213}
+LOCK_WAIT = "brama_sql_lock_wait"
+"""Key in a pooled connection's ``info``: the lock wait limit already set on its session."""
+RETRYABLE_MYSQL_ERRORS = {1213, 1020}
+"""Deadlock, and MariaDB's "record has changed since last read" (snapshot isolation)."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +80,10 @@ class Store:
     """Reads and changes brama_sql's tables through one SQLAlchemy engine.
 
     ``clock`` is a callable, or ``None`` to read the database server's clock inside each
-    transaction. ``lock_wait`` bounds how long a transaction waits for a row lock.
-    ``owns_engine`` tells whether brama_sql created the engine: then the lock wait limit is a
-    session setting made once per pooled connection. On a host's engine PostgreSQL gets it per
-    transaction (``SET LOCAL``); MySQL and SQLite have no transaction-local form, so there it
-    is a session setting too.
+    transaction. ``lock_wait`` bounds how long a write waits for a row lock. ``owns_engine``
+    tells whether brama_sql created the engine (:func:`brama_sql.engine.build` then made every
+    session setting when the connection was opened); on a host's engine each write
+    transaction is prepared here instead (see :meth:`_prepare_write`).
     """
 
     def __init__(
@@ -88,23 +94,37 @@ class Store:
         self.lock_wait = lock_wait
         self.owns_engine = owns_engine
         self._schema_checked = False
+        # One DBAPI connection shared by all threads (in-memory SQLite): one user at a time.
+        shared = isinstance(engine.pool, StaticPool)
+        self._gate: AbstractContextManager[Any] = threading.RLock() if shared else nullcontext()
 
     # -- transactions -----------------------------------------------------------------------
 
-    def run(self, operation: str, body: Callable[[Connection], T], *, write: bool) -> T:
+    def run(
+        self,
+        operation: str,
+        body: Callable[[Connection], T],
+        *,
+        write: bool,
+        on_conflict: Callable[[], BramaError] | None = None,
+    ) -> T:
         """Run ``body`` in one transaction and commit; retry deadlocks a bounded number of
-        times; turn database failures into :class:`BramaDatabaseError` naming ``operation``."""
+        times; turn database failures into :class:`BramaDatabaseError` naming ``operation``,
+        and a unique-key conflict into ``on_conflict()`` when given."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return self._once(body, write)
-            except IntegrityError:
-                raise
+                with self._gate:
+                    return self._once(body, write)
+            except IntegrityError as error:
+                if on_conflict is not None and _unique_conflict(error):
+                    raise on_conflict() from error
+                raise BramaDatabaseError(operation, error.orig or error) from error
             except DBAPIError as error:
                 if attempt < ATTEMPTS and _retryable(error):
                     time.sleep(random.uniform(0.005, 0.02) * attempt)
                     continue
-                self._schema_checked = False
-                if not error.connection_invalidated:
+                if _missing_table(error):
+                    self._schema_checked = False
                     self._recheck_schema(error)
                 raise BramaDatabaseError(operation, error.orig or error) from error
             except SQLAlchemyError as error:
@@ -116,33 +136,47 @@ class Store:
             self._ensure_schema(conn)
             if write:
                 conn.execution_options(**WRITE)
+                if not self.owns_engine:
+                    self._prepare_session(conn)
             with conn.begin():
-                if write:
-                    self._limit_lock_wait(conn)
+                if write and not self.owns_engine:
+                    self._begin_write(conn)
                 return body(conn)
 
-    def _limit_lock_wait(self, conn: Connection) -> None:
-        """Make a blocked lock wait fail after ``lock_wait`` seconds instead of hanging."""
+    def _prepare_session(self, conn: Connection) -> None:
+        """On a connection of the host's engine, make the session settings that
+        :func:`brama_sql.engine.build` makes on brama_sql's own when they connect: the lock
+        wait limit (MySQL and SQLite have no transaction-local form of it) and, on MySQL,
+        READ COMMITTED for this use of the connection (SQLAlchemy restores the level after)."""
         dialect = conn.dialect.name
-        if dialect == "postgresql" and not self.owns_engine:
-            milliseconds = max(1, round(self.lock_wait * 1000))
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+        if dialect == "mysql":
+            conn.execution_options(isolation_level="READ COMMITTED")
+        if dialect not in ("mysql", "sqlite") or conn.info.get(LOCK_WAIT) == self.lock_wait:
             return
-        if conn.info.get("brama_sql_lock_wait") == self.lock_wait:
-            return
-        if dialect == "postgresql":
-            milliseconds = max(1, round(self.lock_wait * 1000))
-            conn.exec_driver_sql(f"SET SESSION lock_timeout = {milliseconds}")
-        elif dialect == "mysql":
-            seconds = max(1, math.ceil(self.lock_wait))
+        if dialect == "mysql":
+            seconds = engines.whole_seconds(self.lock_wait)
             conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
+        else:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {engines.milliseconds(self.lock_wait)}")
+        conn.commit()
+        conn.info[LOCK_WAIT] = self.lock_wait
+
+    def _begin_write(self, conn: Connection) -> None:
+        """First statements of a write transaction on the host's engine: PostgreSQL's
+        transaction-local lock wait limit; on SQLite, ``BEGIN IMMEDIATE`` when the driver
+        would otherwise begin lazily (its reads would then run outside the transaction)."""
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            milliseconds = engines.milliseconds(self.lock_wait)
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
         elif dialect == "sqlite":
-            milliseconds = max(1, round(self.lock_wait * 1000))
-            conn.exec_driver_sql(f"PRAGMA busy_timeout = {milliseconds}")
-        conn.info["brama_sql_lock_wait"] = self.lock_wait
+            driver = conn.connection.dbapi_connection
+            if driver is not None and not driver.in_transaction:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def _recheck_schema(self, error: DBAPIError) -> None:
-        """After a failed statement, tell a missing schema apart from a failing database."""
+        """After a statement failed on a missing table, tell whether the schema was dropped
+        or is behind (raise :class:`SchemaError`) or something else went wrong."""
         try:
             with self.engine.connect() as conn:
                 migration.check(conn)
@@ -198,14 +232,23 @@ class Store:
             (row,) = conn.execute(_with_metrics(connections.c.id == connection_id)).all()
             return _status(row, now)
 
-        try:
-            return self.run("register", body, write=True)
-        except IntegrityError as error:
-            # Another process inserted the same connection between our look and our insert.
-            raise AlreadyRegisteredError(identity.identifier, identity.scope) from error
+        # Another process may insert the same connection between our look and our insert:
+        # the unique key refuses the second, and it becomes AlreadyRegisteredError.
+        return self.run(
+            "register",
+            body,
+            write=True,
+            on_conflict=lambda: AlreadyRegisteredError(identity.identifier, identity.scope),
+        )
 
-    def change(self, operation: str, identity: Identity, step: Step, actor: str) -> Outcome:
-        """Lock the row, apply a due expiry, then ``step``; write the row and the events."""
+    def change(
+        self, operation: str, identity: Identity, step: Step, actor: str, *, report: bool
+    ) -> Outcome:
+        """Lock the row, apply a due expiry, then ``step``; write the row and the events.
+
+        For a ``report``, ``step`` learns whether ``actor`` holds a probe permit of the
+        current episode, and that permit is settled (deleted).
+        """
 
         def body(conn: Connection) -> Outcome:
             row = _find(conn, identity, lock=True)
@@ -214,7 +257,9 @@ class Store:
             now = self.now(conn)
             before, settings = circuit_of(row), settings_of(row)
             expired = machine.expire(before, settings, now)
-            permit = _held_permit(conn, row, expired.circuit, settings, actor, now)
+            permit = None
+            if report:
+                permit = _held_permit(conn, row, expired.circuit, settings, actor, now)
             outcome = expired.then(lambda circuit: step(circuit, settings, now, permit is not None))
             if permit is not None:
                 conn.execute(delete(permits).where(permits.c.id == permit))
@@ -242,11 +287,10 @@ class Store:
             circuit = outcome.circuit
             if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
                 return machine.is_available(circuit.state)
-            conn.execute(
-                delete(permits).where(
-                    permits.c.connection_id == row.id,
-                    or_(permits.c.episode != circuit.episode, permits.c.expires_at <= now),
-                )
+            _drop_permits(
+                conn,
+                row.id,
+                or_(permits.c.episode != circuit.episode, permits.c.expires_at <= now),
             )
             if _held_permit(conn, row, circuit, settings, actor, now) is not None:
                 return True
@@ -377,6 +421,20 @@ class Store:
 # -- row helpers ----------------------------------------------------------------------------
 
 
+def _unique_conflict(error: IntegrityError) -> bool:
+    """Whether ``error`` is the unique key of ``(identifier, scope)`` refusing a duplicate."""
+    message = str(error.orig)
+    return "uq_brama_connections" in message or "brama_connections.identifier" in message
+
+
+def _missing_table(error: DBAPIError) -> bool:
+    """Whether ``error`` may come from a table that is not there (never from a lost
+    connection: then a second connection to look would only wait again)."""
+    if error.connection_invalidated:
+        return False
+    return isinstance(error, ProgrammingError) or "no such table" in str(error.orig)
+
+
 def _retryable(error: DBAPIError) -> bool:
     original = error.orig
     if getattr(original, "sqlstate", None) in RETRYABLE_SQLSTATES:
@@ -460,12 +518,29 @@ def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, ac
     _append(conn, row.id, _identity(row), outcome.occurrences, actor)
 
 
+def _drop_permits(
+    conn: Connection, connection_id: int, condition: ColumnElement[bool] | None = None
+) -> None:
+    """Delete a connection's permits (those matching ``condition``), by primary key.
+
+    A ``DELETE ... WHERE connection_id = ?`` may scan, and under InnoDB then lock, other
+    connections' permits, so that callers of different connections deadlock each other.
+    The caller holds the connection's row lock, so the ids it reads cannot change under it.
+    """
+    query = select(permits.c.id).where(permits.c.connection_id == connection_id)
+    if condition is not None:
+        query = query.where(condition)
+    ids = list(conn.execute(query).scalars())
+    if ids:
+        conn.execute(delete(permits).where(permits.c.id.in_(ids)))
+
+
 def _remove(conn: Connection, row: Row[Any], now: datetime, kind: Kind, actor: str) -> None:
     """Persist a due expiry, delete the row and its permits, log ``kind``."""
     before = circuit_of(row)
     outcome = machine.expire(before, settings_of(row), now)
     _save(conn, row, before, outcome, actor)
-    conn.execute(delete(permits).where(permits.c.connection_id == row.id))
+    _drop_permits(conn, row.id)
     conn.execute(delete(connections).where(connections.c.id == row.id))
     farewell = Occurrence(kind, now, outcome.circuit.failure_count)
     _append(conn, row.id, _identity(row), [farewell], actor)

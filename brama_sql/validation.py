@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from brama_sql.errors import ArgumentTypeError, InvalidArgumentError
@@ -114,26 +114,39 @@ def optional_seconds(value: object, name: str) -> float | None:
     return None if value is None else seconds(value, name)
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+"""Nothing brama_sql logs is older: an earlier ``since`` means the same as this one."""
+MAX_LIMIT = 2**31 - 1
+"""A larger ``limit`` means the same as no limit (and would overflow some databases)."""
+
+
 def moment(value: object, name: str) -> datetime | None:
-    """``None`` or an aware datetime."""
+    """``None`` or an aware datetime, in UTC; times before 1970 are read as 1970."""
     if value is None:
         return None
     if not isinstance(value, datetime):
         raise ArgumentTypeError(f"{name} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidArgumentError(f"{name} must be timezone-aware")
-    return value
+    offset = value.utcoffset()
+    assert offset is not None
+    if value.replace(tzinfo=None) < EARLIEST.replace(tzinfo=None) + offset:
+        return EARLIEST
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # after the year 9999 in UTC: later than anything logged
+        return datetime.max.replace(tzinfo=timezone.utc)
 
 
 def limit(value: object) -> int | None:
-    """``None`` or a non-negative int."""
+    """``None`` or a non-negative int (``None`` above 2**31 - 1: no log is that long)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ArgumentTypeError(f"limit must be an int or None, not {type(value).__name__}")
     if value < 0:
         raise InvalidArgumentError(f"limit must not be negative, not {value}")
-    return value
+    return None if value > MAX_LIMIT else value
 
 
 def _strings(value: object) -> Iterator[str]:

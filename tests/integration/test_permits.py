@@ -222,3 +222,41 @@ def test_register_overrides_the_constructor_defaults(
     unlimited = brama.register("unlimited", half_open_max_calls=None, probe_timeout=None)
     assert unlimited.half_open_max_calls is None
     assert unlimited.probe_timeout == unlimited.expiry
+
+
+def test_probes_of_many_connections_do_not_deadlock(
+    make_brama: Callable[..., Brama],
+) -> None:
+    """Threads probing different connections at once: permits of one connection never lock
+    another's, so nothing fails with a deadlock, and every log explains its row. Real time
+    runs here (a tiny expiry), so circuits cycle open -> half-open -> open quickly."""
+    names = [f"svc-{index}" for index in range(6)]
+    setup = make_brama()
+    for name in names:
+        setup.register(
+            name, failure_threshold=1, expiry=0.002, half_open_max_calls=2, probe_timeout=0.05
+        )
+        setup.open(name)
+    raised: list[BaseException] = []
+    granted: list[int] = []
+
+    def probe(worker: int) -> None:
+        brama = make_brama()
+        try:
+            for round_ in range(40):
+                name = names[(worker + round_) % len(names)]
+                if brama.available(name):
+                    granted.append(1)
+                    brama.failure(name, reason="still down")
+        except BaseException as error:  # handed to the test thread
+            raised.append(error)
+
+    threads = [threading.Thread(target=probe, args=(worker,)) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert raised == []
+    assert granted, "some probes went through"
+    for name in names:
+        verify(setup.engine, name)

@@ -350,12 +350,37 @@ class _NoOffset(tzinfo):
         None,
         AWARE,
         AWARE.astimezone(timezone(timedelta(hours=-5))),
-        datetime.min.replace(tzinfo=timezone.utc),
     ],
 )
 def test_moment_accepts_none_and_aware_datetimes(value: datetime | None) -> None:
-    """``since`` may be left out or any aware datetime."""
-    assert validation.moment(value, "since") == value
+    """``since`` may be left out or any aware datetime; it comes back in UTC."""
+    moment = validation.moment(value, "since")
+    assert moment == value
+    assert moment is None or moment.tzinfo is timezone.utc
+
+
+@pytest.mark.parametrize(
+    ("value", "meant"),
+    [
+        (datetime.min.replace(tzinfo=timezone.utc), validation.EARLIEST),
+        (datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=2))), validation.EARLIEST),
+        (datetime(1969, 12, 31, 23, 59, tzinfo=timezone.utc), validation.EARLIEST),
+        (
+            datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-2))),
+            datetime.max.replace(tzinfo=timezone.utc),
+        ),
+    ],
+)
+def test_moment_reads_times_out_of_any_logs_range_as_its_ends(
+    value: datetime, meant: datetime
+) -> None:
+    """Before 1970 nothing was logged, and past 9999 nothing can be: no database overflows."""
+    assert validation.moment(value, "since") == meant
+
+
+def test_limit_beyond_any_log_means_no_limit() -> None:
+    assert validation.limit(2**31 - 1) == 2**31 - 1
+    assert validation.limit(2**63) is None
 
 
 @pytest.mark.parametrize(

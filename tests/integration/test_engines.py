@@ -1,0 +1,124 @@
+"""Engines: a host application's own Engine is as safe as one brama_sql builds from a URL, and
+so is the in-memory SQLite database shared by threads; session settings survive rollbacks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine
+
+from brama_sql import AlreadyRegisteredError, Brama, BramaDatabaseError, NotRegisteredError
+from brama_sql.replay import verify
+
+THREADS = 4
+REPORTS = 100
+
+
+def hammer(brama: Brama, identifier: str) -> list[BaseException]:
+    """Report ``REPORTS`` failures from each of ``THREADS`` threads; return what they raised."""
+    raised: list[BaseException] = []
+
+    def report() -> None:
+        try:
+            for _ in range(REPORTS):
+                brama.failure(identifier)
+        except BaseException as error:  # handed to the test thread
+            raised.append(error)
+
+    threads = [threading.Thread(target=report) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return raised
+
+
+@pytest.fixture
+def host_engine(db_url: URL) -> Iterator[Engine]:
+    """An Engine made by the host application with SQLAlchemy's defaults (no brama settings)."""
+    engine = create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def test_a_host_engine_counts_every_report_exactly_once(host_engine: Engine) -> None:
+    brama = Brama(host_engine)
+    brama.register("svc", failure_threshold=1_000_000)
+    assert hammer(brama, "svc") == []
+    status = brama.status("svc")
+    assert status.failure_count == status.total_failures == THREADS * REPORTS
+    verify(host_engine, "svc")
+
+
+def test_in_memory_sqlite_is_safe_across_threads() -> None:
+    brama = Brama("sqlite://")
+    brama.migrate()
+    brama.register("svc", failure_threshold=1_000_000)
+    assert hammer(brama, "svc") == []
+    status = brama.status("svc")
+    assert status.failure_count == status.total_failures == THREADS * REPORTS
+    verify(brama.engine, "svc")
+    brama.dispose()
+
+
+@pytest.fixture(params=["built", "host"])
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_guarded(
+    engine_kind: str, db_url: URL, make_brama: Callable[..., Brama]
+) -> Iterator[Callable[..., Brama]]:
+    """Bramas on an engine brama_sql builds, or on the host's own engine."""
+    engines: list[Engine] = []
+
+    def make(**options: Any) -> Brama:
+        if engine_kind == "built":
+            return make_brama(**options)
+        engines.append(create_engine(db_url))
+        return Brama(engines[-1], **options)
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+def _hold_row_lock(db_url: URL, dialect: str) -> tuple[Engine, Any]:
+    engine = create_engine(db_url)
+    conn = engine.connect()
+    if dialect == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.execute(text("SELECT id FROM brama_connections WHERE identifier = 'svc' FOR UPDATE"))
+    return engine, conn
+
+
+def test_the_lock_wait_limit_survives_rolled_back_calls(
+    make_guarded: Callable[..., Brama], db_url: URL, dialect: str
+) -> None:
+    brama = make_guarded(lock_timeout=1)
+    brama.register("svc")
+    # The usual start-up call rolls back its transaction, and so does an unknown name:
+    assert brama.register("svc", exist_ok=True).identifier == "svc"
+    with pytest.raises(AlreadyRegisteredError):
+        brama.register("svc")
+    with pytest.raises(NotRegisteredError):
+        brama.failure("unknown")
+    engine, holder = _hold_row_lock(db_url, dialect)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BramaDatabaseError, match="failure"):
+            brama.failure("svc")
+        waited = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    assert 0.5 < waited < 10
+    assert brama.status("svc").total_failures == 0
