@@ -35,11 +35,12 @@ def attempt_calls(url: str, identifier: str, attempts: int, barrier: Any, result
     """Ask ``available()``, call the failing dependency, report the failure; stop when refused.
 
     Sends a dict: the caller's actor, the wall-clock times at which each granted check began,
-    and the time each report returned.
+    the time each report returned, and the transitions its reports returned.
     """
     brama = Brama(url)
     checks_granted: list[float] = []
     reports_done: list[float] = []
+    caused: list[tuple[str, str]] = []
     barrier.wait()
     for _ in range(attempts):
         asked_at = time.time()
@@ -49,9 +50,18 @@ def attempt_calls(url: str, identifier: str, attempts: int, barrier: Any, result
         try:
             failing_dependency()
         except DependencyDown as error:
-            brama.failure(identifier, reason=str(error))
+            transition = brama.failure(identifier, reason=str(error))
+            if transition is not None:
+                caused.append((transition.from_state.value, transition.to_state.value))
         reports_done.append(time.time())
-    results.put({"actor": brama.actor(), "granted": checks_granted, "reported": reports_done})
+    results.put(
+        {
+            "actor": brama.actor(),
+            "granted": checks_granted,
+            "reported": reports_done,
+            "caused": caused,
+        }
+    )
     brama.dispose()
 
 

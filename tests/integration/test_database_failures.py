@@ -6,6 +6,7 @@ connection never leaves a half-written transition, and reports resume once the d
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -269,12 +270,16 @@ def test_reports_through_repeated_kills_stay_consistent(
     returned, failed = 0, 0
     try:
         with caplog.at_level(logging.WARNING, logger="brama_sql"):
-            for _ in range(200):
+            # Report until some reports were cut off by the kills (bounded either way).
+            for attempt in range(3000):
                 try:
                     brama.failure("svc")
                     returned += 1
                 except BramaDatabaseError:
                     failed += 1
+                dropped = sum("dropped" in record.getMessage() for record in caplog.records)
+                if attempt >= 200 and failed + dropped >= 3:
+                    break
     finally:
         stop.set()
         thread.join()
@@ -283,6 +288,7 @@ def test_reports_through_repeated_kills_stay_consistent(
         assert failed == 0, "the allow policy never raises for a report"
         failed = sum("dropped" in record.getMessage() for record in caplog.records)
         returned -= failed
+    assert failed > 0, "no report was cut off by the kills: the test proved nothing"
     logged = brama.status("svc").total_failures
     # Every report that went through is counted once. One that failed may still have committed
     # (the connection died after the commit, before its answer), and is then counted once too.
@@ -290,3 +296,48 @@ def test_reports_through_repeated_kills_stay_consistent(
     verify(brama.engine, "svc")
     brama.failure("svc")
     assert brama.status("svc").total_failures == logged + 1
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A local port that accepts connections and never says a word (a hung server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:{port}/test?connect_timeout=2",
+        "mysql+pymysql://root@127.0.0.1:{port}/test?connect_timeout=2&read_timeout=2",
+    ],
+    ids=["postgresql", "mysql"],
+)
+@pytest.mark.parametrize(("policy", "answer"), [("allow", True), ("deny", False)])
+def test_a_hung_server_is_given_up_on_and_the_policy_answers(
+    silent_server: int, url: str, policy: str, answer: bool
+) -> None:
+    """The timeouts (taken from the URL here, to keep the test short) bound every call."""
+    brama = Brama(url.format(port=silent_server), on_db_error=policy)  # type: ignore[arg-type]
+    try:
+        started = time.monotonic()
+        assert brama.available("svc") is answer
+        assert brama.failure("svc") is None
+        assert time.monotonic() - started < 10, "each call gave up after about 2 s"
+    finally:
+        brama.dispose()

@@ -85,6 +85,8 @@ def test_the_circuit_trips_exactly_once_and_admits_no_call_after(brama: Brama, d
     (trip,) = trips
     actors = {result["actor"]: result for result in seen}
     assert trip.actor in actors, "the trip names the caller whose report tripped it"
+    told = [result["actor"] for result in seen if ("closed", "open") in result["caused"]]
+    assert told == [trip.actor], "failure() told exactly the tripping caller"
     tripping_report = log[log.index(trip) - 1]
     assert tripping_report.kind is Kind.FAILURE and tripping_report.failure_count == 50
     assert tripping_report.actor == trip.actor

@@ -290,3 +290,23 @@ def test_a_full_cycle_keeps_the_log_consistent(
         (State.OPEN, State.HALF_OPEN),
         (State.HALF_OPEN, State.CLOSED),
     ]
+
+
+def test_a_report_returns_the_transition_it_caused(brama: Brama) -> None:
+    """The caller whose report tripped (or closed) the circuit learns it from the call."""
+    with freeze_time(datetime(2032, 5, 6, 7, 8, 9, 10, tzinfo=timezone.utc)) as frozen:
+        brama.register("svc", failure_threshold=2, expiry=60)
+        first = brama.failure("svc", reason="timeout")
+        assert first is not None
+        assert (first.from_state, first.to_state) == (State.UNKNOWN, State.CLOSED)
+        tripped = brama.failure("svc")
+        assert tripped is not None
+        assert (tripped.from_state, tripped.to_state) == (State.CLOSED, State.OPEN)
+        assert tripped.occurred_at == brama.status("svc").opened_at
+        assert tripped.reason == "failure threshold reached"
+        assert brama.failure("svc") is None, "a late result changes nothing"
+        frozen.tick(60)
+        closed = brama.success("svc")
+        assert closed is not None, "the expiry it persisted first is not the report's doing"
+        assert (closed.from_state, closed.to_state) == (State.HALF_OPEN, State.CLOSED)
+        assert brama.success("svc") is None
