@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import os
 import socket
@@ -11,6 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import ColumnElement, true
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -26,6 +28,7 @@ from brama_sql.errors import (
     ArgumentTypeError,
     BramaDatabaseError,
     InvalidArgumentError,
+    SchemaError,
 )
 from brama_sql.records import ConnectionStatus, Event, Transition
 from brama_sql.schema import connections, events, stored_scope
@@ -133,7 +136,7 @@ class Brama:
         Written into every event the caller causes (so the transition event of a trip names
         the caller whose report tripped it), and the holder of the probe permits it claims.
         """
-        actor = f"{socket.gethostname()}:{os.getpid()}:{self._token}:{threading.get_native_id()}"
+        actor = f"{_hostname()}:{os.getpid()}:{self._token}:{threading.get_native_id()}"
         return actor[-255:]
 
     # -- schema -----------------------------------------------------------------------------
@@ -148,6 +151,8 @@ class Brama:
             )
         try:
             migration.upgrade(connection if connection is not None else self.engine)
+        except AlembicError as error:
+            raise SchemaError(f"brama_sql's migration failed: {error}") from error
         except SQLAlchemyError as error:
             raise BramaDatabaseError("migrate", getattr(error, "orig", None) or error) from error
 
@@ -361,6 +366,11 @@ class Brama:
     def dispose(self) -> None:
         """Close the engine's pooled database connections."""
         self.engine.dispose()
+
+
+@functools.lru_cache(maxsize=1)
+def _hostname() -> str:
+    return socket.gethostname()
 
 
 def _max_calls(value: object) -> int | None:

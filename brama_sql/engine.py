@@ -77,24 +77,24 @@ def whole_seconds(seconds: float) -> int:
 def _postgresql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
     setting = f"-c lock_timeout={milliseconds(lock_timeout)}"
     given = url.query.get("options")
-    arguments: dict[str, Any] = {
-        "options": setting if not given else f"{given} {setting}",
-        "keepalives": 1,
-        "keepalives_idle": IO_TIMEOUT_S // 3,
-        "keepalives_interval": 5,
-        "keepalives_count": 3,
-        "tcp_user_timeout": IO_TIMEOUT_S * 1000,
-    }
-    return _unless_in(url, arguments, connect_timeout=CONNECT_TIMEOUT_S)
-
-
-def _mysql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
-    arguments: dict[str, Any] = {
-        "init_command": f"SET SESSION innodb_lock_wait_timeout = {whole_seconds(lock_timeout)}"
-    }
+    arguments: dict[str, Any] = {"options": setting if not given else f"{given} {setting}"}
     return _unless_in(
         url,
         arguments,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        keepalives=1,
+        keepalives_idle=IO_TIMEOUT_S // 3,
+        keepalives_interval=5,
+        keepalives_count=3,
+        tcp_user_timeout=IO_TIMEOUT_S * 1000,
+    )
+
+
+def _mysql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
+    return _unless_in(
+        url,
+        {},
+        init_command=f"SET SESSION innodb_lock_wait_timeout = {whole_seconds(lock_timeout)}",
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=IO_TIMEOUT_S,
         write_timeout=IO_TIMEOUT_S,
@@ -102,7 +102,9 @@ def _mysql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
 
 
 def _unless_in(url: URL, arguments: dict[str, Any], **defaults: Any) -> dict[str, Any]:
-    """``arguments`` plus each default that the URL's query does not set itself."""
+    """``arguments`` plus each default that the URL's query does not set itself (the URL's
+    own value wins: SQLAlchemy would let ``connect_args`` override it). A URL that sets
+    MySQL's ``init_command`` must set ``innodb_lock_wait_timeout`` itself if it wants one."""
     for name, value in defaults.items():
         if name not in url.query:
             arguments[name] = value

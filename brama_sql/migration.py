@@ -9,7 +9,7 @@ database lock.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,7 +67,15 @@ def upgrade(engine_or_connection: Engine | Connection, revision: str = "head") -
     Given an engine, the upgrade runs in a transaction of its own and commits. Given a connection,
     it runs on it and commits only a transaction it began itself: the caller's stays the caller's.
     """
-    _run(engine_or_connection, lambda cfg: command.upgrade(cfg, revision))
+
+    def step(cfg: Config) -> None:
+        found = current(cfg.attributes["connection"])
+        if found is not None and found not in known():
+            # A newer brama_sql migrated this database (a rolling deploy): nothing to do here.
+            return
+        command.upgrade(cfg, revision)
+
+    _run(engine_or_connection, step)
 
 
 def downgrade(engine_or_connection: Engine | Connection, revision: str = "base") -> None:
@@ -97,8 +105,7 @@ def check(connection: Connection) -> None:
     raise SchemaError(f"{problem}: run Brama.migrate() or `brama-sql migrate`")
 
 
-def _run(target: Engine | Connection, step: object) -> None:
-    assert callable(step)
+def _run(target: Engine | Connection, step: Callable[[Config], None]) -> None:
     if isinstance(target, Connection):
         owns = not target.in_transaction()
         with _serialised(target):

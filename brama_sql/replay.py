@@ -141,4 +141,7 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
         if conn.dialect.name in ("postgresql", "mysql"):
             conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
+            driver = conn.connection.dbapi_connection
+            if conn.dialect.name == "sqlite" and driver is not None and not driver.in_transaction:
+                conn.exec_driver_sql("BEGIN")  # pysqlite would run each read on its own
             yield conn

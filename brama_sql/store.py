@@ -17,7 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Row, Select, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -83,7 +94,7 @@ class Store:
     transaction. ``lock_wait`` bounds how long a write waits for a row lock. ``owns_engine``
     tells whether brama_sql created the engine (:func:`brama_sql.engine.build` then made every
     session setting when the connection was opened); on a host's engine each write
-    transaction is prepared here instead (see :meth:`_prepare_write`).
+    transaction is prepared here instead (:meth:`_prepare_session`, :meth:`_begin_write`).
     """
 
     def __init__(
@@ -379,7 +390,9 @@ class Store:
     def available(self, identity: Identity, actor: str) -> bool:
         """Whether the circuit lets ``actor`` call now; ``False`` for an unknown connection.
 
-        Reads only, unless the circuit is half-open with limited permits: then :meth:`claim`.
+        Reads only, unless the circuit is half-open with limited permits and a permit may be
+        free: then :meth:`claim` decides under the row lock. A caller that holds no permit
+        while all are taken is refused from the read alone, without queueing for the lock.
         """
 
         def body(conn: Connection) -> bool | None:
@@ -387,10 +400,24 @@ class Store:
             if row is None:
                 return False
             settings = settings_of(row)
-            state = machine.current(circuit_of(row), settings, self.now(conn)).state
-            if state is State.HALF_OPEN and settings.permits_limited:
-                return None
-            return machine.is_available(state)
+            now = self.now(conn)
+            stored = circuit_of(row)
+            circuit = machine.current(stored, settings, now)
+            if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
+                return machine.is_available(circuit.state)
+            if circuit == stored:  # the expiry is persisted, so permits may exist
+                live = conn.execute(
+                    select(func.count(), func.max(case((permits.c.holder == actor, 1), else_=0)))
+                    .select_from(permits)
+                    .where(
+                        permits.c.connection_id == row.id,
+                        permits.c.episode == circuit.episode,
+                        permits.c.expires_at > now,
+                    )
+                ).one()
+                if not live[1] and not machine.may_claim_permit(settings, live[0]):
+                    return False
+            return None
 
         answer = self.run("available", body, write=False)
         return self.claim(identity, actor) if answer is None else answer

@@ -5,11 +5,14 @@ The helpers are fixtures that return functions, so test modules need not import 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import URL, Connection
 
 from brama_sql import Brama
 from brama_sql.circuit import Circuit, Settings
@@ -54,6 +57,34 @@ def log_explains_row(
         return verify(brama.engine, identifier, scope, settings)
     except ReplayError as error:
         raise AssertionError(str(error)) from None
+
+
+@contextmanager
+def row_locked(db_url: URL, identifier: str = "svc") -> Iterator[Connection]:
+    """Hold the row lock of ``identifier`` (unscoped) in another connection until the block
+    ends; on SQLite, the database's write lock (``BEGIN IMMEDIATE``)."""
+    engine = create_engine(db_url)
+    conn = engine.connect()
+    try:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(
+                select(connections.c.id)
+                .where(connections.c.identifier == identifier, connections.c.scope == "")
+                .with_for_update()
+            )
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+        engine.dispose()
+
+
+@pytest.fixture
+def hold_row_lock(db_url: URL) -> Callable[..., AbstractContextManager[Connection]]:
+    """``with hold_row_lock(identifier="svc"):`` another connection holds that row's lock."""
+    return functools.partial(row_locked, db_url)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -81,33 +81,16 @@ def test_policies_do_not_hide_mistakes(make_brama: Callable[..., Brama]) -> None
         brama.failure("never-registered")
 
 
-@contextmanager
-def row_locked(db_url: URL, dialect: str) -> Iterator[Connection]:
-    """Hold the row lock of "svc" (SQLite: the database write lock) in another connection."""
-    engine = create_engine(db_url)
-    conn = engine.connect()
-    try:
-        if dialect == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.execute(
-                text("SELECT id FROM brama_connections WHERE identifier = 'svc' FOR UPDATE")
-            )
-        yield conn
-    finally:
-        conn.rollback()
-        conn.close()
-        engine.dispose()
-
-
 @pytest.mark.parametrize("policy", ["raise", "allow"])
 def test_a_stuck_lock_makes_a_report_give_up_quickly(
-    make_brama: Callable[..., Brama], db_url: URL, dialect: str, policy: str
+    make_brama: Callable[..., Brama],
+    hold_row_lock: Callable[..., AbstractContextManager[Connection]],
+    policy: str,
 ) -> None:
     brama = make_brama(lock_timeout=1, on_db_error=policy)
     brama.register("svc")
     before = len(brama.events())
-    with row_locked(db_url, dialect):
+    with hold_row_lock():
         started = time.monotonic()
         if policy == "raise":
             with pytest.raises(BramaDatabaseError, match="failure"):
@@ -208,7 +191,11 @@ def admin(db_url: URL) -> Iterator[Connection]:
 
 @SERVERS
 def test_a_connection_killed_mid_transaction_writes_nothing(
-    make_brama: Callable[..., Brama], db_url: URL, dialect: str, admin: Connection
+    make_brama: Callable[..., Brama],
+    db_url: URL,
+    dialect: str,
+    admin: Connection,
+    hold_row_lock: Callable[..., AbstractContextManager[Connection]],
 ) -> None:
     brama = make_brama(lock_timeout=30)
     brama.register("svc", failure_threshold=1)
@@ -221,7 +208,7 @@ def test_a_connection_killed_mid_transaction_writes_nothing(
         except BaseException as error:
             outcome.append(error)
 
-    with row_locked(db_url, dialect):
+    with hold_row_lock():
         reporter = threading.Thread(target=report)
         reporter.start()
         deadline = time.monotonic() + 10

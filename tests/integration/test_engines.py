@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Connection, Engine
 
 from brama_sql import AlreadyRegisteredError, Brama, BramaDatabaseError, NotRegisteredError
 from brama_sql.replay import verify
@@ -89,18 +90,9 @@ def make_guarded(
         engine.dispose()
 
 
-def _hold_row_lock(db_url: URL, dialect: str) -> tuple[Engine, Any]:
-    engine = create_engine(db_url)
-    conn = engine.connect()
-    if dialect == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.execute(text("SELECT id FROM brama_connections WHERE identifier = 'svc' FOR UPDATE"))
-    return engine, conn
-
-
 def test_the_lock_wait_limit_survives_rolled_back_calls(
-    make_guarded: Callable[..., Brama], db_url: URL, dialect: str
+    make_guarded: Callable[..., Brama],
+    hold_row_lock: Callable[..., AbstractContextManager[Connection]],
 ) -> None:
     brama = make_guarded(lock_timeout=1)
     brama.register("svc")
@@ -110,15 +102,10 @@ def test_the_lock_wait_limit_survives_rolled_back_calls(
         brama.register("svc")
     with pytest.raises(NotRegisteredError):
         brama.failure("unknown")
-    engine, holder = _hold_row_lock(db_url, dialect)
-    try:
+    with hold_row_lock():
         started = time.monotonic()
         with pytest.raises(BramaDatabaseError, match="failure"):
             brama.failure("svc")
         waited = time.monotonic() - started
-    finally:
-        holder.rollback()
-        holder.close()
-        engine.dispose()
     assert 0.5 < waited < 10
     assert brama.status("svc").total_failures == 0

@@ -5,13 +5,16 @@ Each :class:`Brama` object stands for a separate caller (its :meth:`Brama.actor`
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from brama_sql import Brama, Kind, State
 from brama_sql.replay import verify
@@ -260,3 +263,17 @@ def test_probes_of_many_connections_do_not_deadlock(
     assert granted, "some probes went through"
     for name in names:
         verify(setup.engine, name)
+
+
+def test_a_refused_caller_does_not_queue_for_the_row_lock(
+    callers: list[Brama],
+    clock: FrozenDateTimeFactory,
+    hold_row_lock: Callable[..., AbstractContextManager[Connection]],
+) -> None:
+    a, b, _ = callers
+    half_open(clock)
+    assert a.available("svc")
+    with hold_row_lock():
+        started = time.monotonic()
+        assert not b.available("svc"), "all permits are taken: the read alone says no"
+        assert time.monotonic() - started < 2, "it did not wait for the lock (limit: 5 s)"
