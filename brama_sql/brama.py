@@ -31,8 +31,10 @@ from brama_sql.errors import (
     SchemaError,
 )
 from brama_sql.records import ConnectionStatus, Event, Transition
+from brama_sql.rows import Identity
 from brama_sql.schema import connections, events, stored_scope
-from brama_sql.store import Identity, Registration, Store
+from brama_sql.store import Registration, Store
+from brama_sql.transaction import Transactions
 
 logger = logging.getLogger("brama_sql")
 
@@ -124,7 +126,7 @@ class Brama:
             raise ArgumentTypeError(
                 f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
             )
-        self._store = Store(self.engine, chosen, self.lock_timeout, owns_engine)
+        self._store = Store(Transactions(self.engine, self.lock_timeout, owns_engine), chosen)
         self._token = uuid.uuid4().hex[:8]
 
     def __repr__(self) -> str:

@@ -15,8 +15,8 @@ from brama_sql import circuit as machine
 from brama_sql.circuit import MANUAL_ACTIONS, Cause, Circuit, Kind, Occurrence, Settings
 from brama_sql.errors import BramaError
 from brama_sql.records import Event
+from brama_sql.rows import Identity, circuit_of, event_record, settings_of
 from brama_sql.schema import connections, events, stored_scope
-from brama_sql.store import Identity, circuit_of, event_record, settings_of
 
 
 class ReplayError(BramaError):

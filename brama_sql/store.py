@@ -8,48 +8,31 @@ events, commit. Nothing here runs the caller's own work, so no lock outlives a c
 from __future__ import annotations
 
 import functools
-import random
-import threading
-import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Row,
-    Select,
-    case,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy import ColumnElement, Row, case, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from brama_sql import circuit as machine
-from brama_sql import engine as engines
-from brama_sql import migration
 from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
 from brama_sql.clock import Clock, database_now, read
-from brama_sql.engine import WRITE
-from brama_sql.errors import (
-    AlreadyRegisteredError,
-    BramaDatabaseError,
-    BramaError,
-    NotRegisteredError,
-    SchemaError,
-)
+from brama_sql.errors import AlreadyRegisteredError, NotRegisteredError
 from brama_sql.records import ConnectionStatus, Event
+from brama_sql.rows import (
+    Identity,
+    circuit_of,
+    event_record,
+    identity_of,
+    settings_of,
+    status_of,
+    with_metrics,
+)
 from brama_sql.schema import api_scope, connections, events, permits, stored_scope
-
-T = TypeVar("T")
+from brama_sql.transaction import Transactions
 
 Step = Callable[[Circuit, Settings, datetime, bool], Outcome]
 """A state-machine step applied to a locked connection at an instant; the flag tells whether
@@ -66,20 +49,6 @@ RETRYABLE_MYSQL_ERRORS = {1213, 1020}
 
 
 @dataclass(frozen=True)
-class Identity:
-    """A connection's key: ``(identifier, scope)``."""
-
-    identifier: str
-    scope: str | None
-
-    def where(self) -> ColumnElement[bool]:
-        """The condition selecting this connection's row."""
-        return (connections.c.identifier == self.identifier) & (
-            connections.c.scope == stored_scope(self.scope)
-        )
-
-
-@dataclass(frozen=True)
 class Registration:
     """What a new connection starts with."""
 
@@ -88,122 +57,17 @@ class Registration:
 
 
 class Store:
-    """Reads and changes brama_sql's tables through one SQLAlchemy engine.
+    """Reads and changes brama_sql's tables, each operation one transaction of
+    :class:`~brama_sql.transaction.Transactions`.
 
     ``clock`` is a callable, or ``None`` to read the database server's clock inside each
-    transaction. ``lock_wait`` bounds how long a write waits for a row lock. ``owns_engine``
-    tells whether brama_sql created the engine (:func:`brama_sql.engine.build` then made every
-    session setting when the connection was opened); on a host's engine each write
-    transaction is prepared here instead (:meth:`_prepare_session`, :meth:`_begin_write`).
+    transaction.
     """
 
-    def __init__(
-        self, engine: Engine, clock: Clock | None, lock_wait: float, owns_engine: bool
-    ) -> None:
-        self.engine = engine
+    def __init__(self, transactions: Transactions, clock: Clock | None) -> None:
+        self.engine = transactions.engine
+        self.run = transactions.run
         self.clock = clock
-        self.lock_wait = lock_wait
-        self.owns_engine = owns_engine
-        self._schema_checked = False
-        # One DBAPI connection shared by all threads (in-memory SQLite): one user at a time.
-        shared = isinstance(engine.pool, StaticPool)
-        self._gate: AbstractContextManager[Any] = threading.RLock() if shared else nullcontext()
-
-    # -- transactions -----------------------------------------------------------------------
-
-    def run(
-        self,
-        operation: str,
-        body: Callable[[Connection], T],
-        *,
-        write: bool,
-        on_conflict: Callable[[], BramaError] | None = None,
-    ) -> T:
-        """Run ``body`` in one transaction and commit; retry deadlocks a bounded number of
-        times; turn database failures into :class:`BramaDatabaseError` naming ``operation``,
-        and a unique-key conflict into ``on_conflict()`` when given."""
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                with self._gate:
-                    return self._once(body, write)
-            except IntegrityError as error:
-                if on_conflict is not None and _unique_conflict(error):
-                    raise on_conflict() from error
-                raise BramaDatabaseError(operation, error.orig or error) from error
-            except DBAPIError as error:
-                if attempt < ATTEMPTS and _retryable(error):
-                    time.sleep(random.uniform(0.005, 0.02) * attempt)
-                    continue
-                if _missing_table(error):
-                    self._schema_checked = False
-                    self._recheck_schema(error)
-                raise BramaDatabaseError(operation, error.orig or error) from error
-            except SQLAlchemyError as error:
-                raise BramaDatabaseError(operation, error) from error
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _once(self, body: Callable[[Connection], T], write: bool) -> T:
-        with self.engine.connect() as conn:
-            self._ensure_schema(conn)
-            if write:
-                conn.execution_options(**WRITE)
-                if not self.owns_engine:
-                    self._prepare_session(conn)
-            with conn.begin():
-                if write and not self.owns_engine:
-                    self._begin_write(conn)
-                return body(conn)
-
-    def _prepare_session(self, conn: Connection) -> None:
-        """On a connection of the host's engine, make the session settings that
-        :func:`brama_sql.engine.build` makes on brama_sql's own when they connect: the lock
-        wait limit (MySQL and SQLite have no transaction-local form of it) and, on MySQL,
-        READ COMMITTED for this use of the connection (SQLAlchemy restores the level after)."""
-        dialect = conn.dialect.name
-        if dialect == "mysql":
-            conn.execution_options(isolation_level="READ COMMITTED")
-        if dialect not in ("mysql", "sqlite") or conn.info.get(LOCK_WAIT) == self.lock_wait:
-            return
-        if dialect == "mysql":
-            seconds = engines.whole_seconds(self.lock_wait)
-            conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {seconds}")
-        else:
-            conn.exec_driver_sql(f"PRAGMA busy_timeout = {engines.milliseconds(self.lock_wait)}")
-        conn.commit()
-        conn.info[LOCK_WAIT] = self.lock_wait
-
-    def _begin_write(self, conn: Connection) -> None:
-        """First statements of a write transaction on the host's engine: PostgreSQL's
-        transaction-local lock wait limit; on SQLite, ``BEGIN IMMEDIATE`` when the driver
-        would otherwise begin lazily (its reads would then run outside the transaction)."""
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
-            milliseconds = engines.milliseconds(self.lock_wait)
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
-        elif dialect == "sqlite":
-            driver = conn.connection.dbapi_connection
-            if driver is not None and not driver.in_transaction:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    def _recheck_schema(self, error: DBAPIError) -> None:
-        """After a statement failed on a missing table, tell whether the schema was dropped
-        or is behind (raise :class:`SchemaError`) or something else went wrong."""
-        try:
-            with self.engine.connect() as conn:
-                migration.check(conn)
-        except SchemaError as missing:
-            raise missing from error
-        except SQLAlchemyError:
-            return
-
-    def _ensure_schema(self, conn: Connection) -> None:
-        """Check the schema revision once, in a transaction of its own: inside the operation's
-        transaction, this first read would fix MariaDB's REPEATABLE READ snapshot before the
-        row lock is taken."""
-        if not self._schema_checked:
-            with conn.begin():
-                migration.check(conn)
-            self._schema_checked = True
 
     def now(self, conn: Connection) -> datetime:
         """The current time, read once the row lock is held (from the database if so set)."""
@@ -240,8 +104,8 @@ class Store:
             assert inserted.inserted_primary_key is not None
             connection_id = inserted.inserted_primary_key[0]
             _append(conn, connection_id, identity, [Occurrence(Kind.REGISTERED, now, 0)], actor)
-            (row,) = conn.execute(_with_metrics(connections.c.id == connection_id)).all()
-            return _status(row, now)
+            (row,) = conn.execute(with_metrics(connections.c.id == connection_id)).all()
+            return status_of(row, now)
 
         # Another process may insert the same connection between our look and our insert:
         # the unique key refuses the second, and it becomes AlreadyRegisteredError.
@@ -249,7 +113,11 @@ class Store:
             "register",
             body,
             write=True,
-            on_conflict=lambda: AlreadyRegisteredError(identity.identifier, identity.scope),
+            on_conflict=lambda error: (
+                AlreadyRegisteredError(identity.identifier, identity.scope)
+                if _duplicate_identity(error)
+                else None
+            ),
         )
 
     def change(
@@ -380,10 +248,10 @@ class Store:
         """The connection's status with metrics from its log; raises if it is not registered."""
 
         def body(conn: Connection) -> ConnectionStatus:
-            row = conn.execute(_with_metrics(identity.where())).one_or_none()
+            row = conn.execute(with_metrics(identity.where())).one_or_none()
             if row is None:
                 raise NotRegisteredError(identity.identifier, identity.scope)
-            return _status(row, self.now(conn))
+            return status_of(row, self.now(conn))
 
         return self.run("status", body, write=False)
 
@@ -426,10 +294,10 @@ class Store:
         """The status of every connection matching ``condition``, by scope then identifier."""
 
         def body(conn: Connection) -> list[ConnectionStatus]:
-            query = _with_metrics(condition).order_by(connections.c.scope, connections.c.identifier)
+            query = with_metrics(condition).order_by(connections.c.scope, connections.c.identifier)
             rows = conn.execute(query).all()
             now = self.now(conn)
-            return [_status(row, now) for row in rows]
+            return [status_of(row, now) for row in rows]
 
         return self.run("connections", body, write=False)
 
@@ -448,26 +316,10 @@ class Store:
 # -- row helpers ----------------------------------------------------------------------------
 
 
-def _unique_conflict(error: IntegrityError) -> bool:
+def _duplicate_identity(error: IntegrityError) -> bool:
     """Whether ``error`` is the unique key of ``(identifier, scope)`` refusing a duplicate."""
     message = str(error.orig)
     return "uq_brama_connections" in message or "brama_connections.identifier" in message
-
-
-def _missing_table(error: DBAPIError) -> bool:
-    """Whether ``error`` may come from a table that is not there (never from a lost
-    connection: then a second connection to look would only wait again)."""
-    if error.connection_invalidated:
-        return False
-    return isinstance(error, ProgrammingError) or "no such table" in str(error.orig)
-
-
-def _retryable(error: DBAPIError) -> bool:
-    original = error.orig
-    if getattr(original, "sqlstate", None) in RETRYABLE_SQLSTATES:
-        return True
-    args: tuple[Any, ...] = getattr(original, "args", ())
-    return bool(args) and args[0] in RETRYABLE_MYSQL_ERRORS
 
 
 def _find(conn: Connection, identity: Identity, lock: bool = False) -> Row[Any] | None:
@@ -499,25 +351,6 @@ def _held_permit(
     return permit
 
 
-def _identity(row: Row[Any]) -> Identity:
-    return Identity(row.identifier, api_scope(row.scope))
-
-
-def circuit_of(row: Row[Any]) -> Circuit:
-    """The circuit a ``brama_connections`` row holds."""
-    return Circuit(State(row.state), row.failure_count, row.opened_at, row.episode)
-
-
-def settings_of(row: Row[Any]) -> Settings:
-    """The state-machine settings a ``brama_connections`` row holds."""
-    return Settings(
-        failure_threshold=row.failure_threshold,
-        expiry=timedelta(seconds=row.expiry),
-        half_open_max_calls=row.half_open_max_calls,
-        probe_timeout=None if row.probe_timeout is None else timedelta(seconds=row.probe_timeout),
-    )
-
-
 def _seconds(duration: timedelta | None) -> float | None:
     return None if duration is None else duration.total_seconds()
 
@@ -542,7 +375,7 @@ def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, ac
         and any(occurrence.from_state is State.HALF_OPEN for occurrence in outcome.occurrences)
     ):
         conn.execute(delete(permits).where(permits.c.connection_id == row.id))
-    _append(conn, row.id, _identity(row), outcome.occurrences, actor)
+    _append(conn, row.id, identity_of(row), outcome.occurrences, actor)
 
 
 def _drop_permits(
@@ -570,7 +403,7 @@ def _remove(conn: Connection, row: Row[Any], now: datetime, kind: Kind, actor: s
     _drop_permits(conn, row.id)
     conn.execute(delete(connections).where(connections.c.id == row.id))
     farewell = Occurrence(kind, now, outcome.circuit.failure_count)
-    _append(conn, row.id, _identity(row), [farewell], actor)
+    _append(conn, row.id, identity_of(row), [farewell], actor)
 
 
 def _append(
@@ -614,82 +447,4 @@ def _last_activity() -> Any:
         select(func.max(events.c.occurred_at))
         .where(events.c.connection_id == connections.c.id)
         .scalar_subquery()
-    )
-
-
-def _with_metrics(condition: ColumnElement[bool]) -> Select[Any]:
-    """The rows matching ``condition``, each with aggregates of its log since registration.
-
-    One statement, so the row and its metrics come from one snapshot on every dialect; each
-    aggregate is a correlated subquery on the ``(connection_id, kind, occurred_at)`` index.
-    """
-
-    def aggregate(kind: Kind, function: Any, label: str) -> Any:
-        return (
-            select(function)
-            .where(events.c.connection_id == connections.c.id, events.c.kind == kind.value)
-            .scalar_subquery()
-            .label(label)
-        )
-
-    latest = func.max(events.c.occurred_at)
-    return select(
-        connections,
-        aggregate(Kind.SUCCESS, func.count(), "successes"),
-        aggregate(Kind.SUCCESS, latest, "last_success"),
-        aggregate(Kind.FAILURE, func.count(), "failures"),
-        aggregate(Kind.FAILURE, latest, "last_failure"),
-        aggregate(Kind.TRANSITION, latest, "last_transition"),
-    ).where(condition)
-
-
-def _status(row: Row[Any], now: datetime) -> ConnectionStatus:
-    """The status of a row of :func:`_with_metrics` at ``now``."""
-    settings = settings_of(row)
-    stored = circuit_of(row)
-    circuit = machine.current(stored, settings, now)
-    if circuit.state is not stored.state:
-        # An expiry that no write has persisted yet: it happened at opened_at + expiry.
-        state_changed_at = stored.expires_at(settings)
-    else:
-        state_changed_at = row.last_transition or row.registered_at
-    assert state_changed_at is not None
-    reports = row.successes + row.failures
-    return ConnectionStatus(
-        identifier=row.identifier,
-        scope=api_scope(row.scope),
-        state=circuit.state,
-        failure_count=circuit.failure_count,
-        last_failure_time=row.last_failure,
-        last_success_time=row.last_success,
-        opened_at=circuit.opened_at,
-        metadata=dict(row.metadata),
-        failure_threshold=row.failure_threshold,
-        expiry=row.expiry,
-        registered_at=row.registered_at,
-        state_changed_at=state_changed_at,
-        total_successes=row.successes,
-        total_failures=row.failures,
-        success_rate=row.successes / reports if reports else None,
-        time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
-        half_open_max_calls=row.half_open_max_calls,
-        probe_timeout=settings.permit_lifetime.total_seconds(),
-    )
-
-
-def event_record(row: Row[Any]) -> Event:
-    """The :class:`Event` of a ``brama_events`` row."""
-    return Event(
-        id=row.id,
-        identifier=row.identifier,
-        scope=api_scope(row.scope),
-        kind=Kind(row.kind),
-        occurred_at=row.occurred_at,
-        from_state=None if row.from_state is None else State(row.from_state),
-        to_state=None if row.to_state is None else State(row.to_state),
-        reason=row.reason,
-        failure_count=row.failure_count,
-        cause=None if row.cause is None else machine.Cause(row.cause),
-        probe=bool(row.probe),
-        actor=row.actor,
     )

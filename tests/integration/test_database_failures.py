@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from brama_sql import Brama, BramaDatabaseError, Kind, NotRegisteredError, State
 from brama_sql.replay import verify
-from brama_sql.store import ATTEMPTS
+from brama_sql.transaction import ATTEMPTS
 
 UNREACHABLE = {
     "sqlite": "sqlite:////nonexistent-folder/brama.db",

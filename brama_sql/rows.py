@@ -1,0 +1,127 @@
+"""Rows of the brama_sql tables read as the records of the API: circuits, settings,
+statuses and events, and the one statement that reads a connection with its log's metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Select, func, select
+
+from brama_sql import circuit as machine
+from brama_sql.circuit import Circuit, Kind, Settings, State
+from brama_sql.records import ConnectionStatus, Event
+from brama_sql.schema import api_scope, connections, events, stored_scope
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A connection's key: ``(identifier, scope)``."""
+
+    identifier: str
+    scope: str | None
+
+    def where(self) -> ColumnElement[bool]:
+        """The condition selecting this connection's row."""
+        return (connections.c.identifier == self.identifier) & (
+            connections.c.scope == stored_scope(self.scope)
+        )
+
+
+def identity_of(row: Row[Any]) -> Identity:
+    """The identity of a ``brama_connections`` row."""
+    return Identity(row.identifier, api_scope(row.scope))
+
+
+def circuit_of(row: Row[Any]) -> Circuit:
+    """The circuit a ``brama_connections`` row holds."""
+    return Circuit(State(row.state), row.failure_count, row.opened_at, row.episode)
+
+
+def settings_of(row: Row[Any]) -> Settings:
+    """The state-machine settings a ``brama_connections`` row holds."""
+    return Settings(
+        failure_threshold=row.failure_threshold,
+        expiry=timedelta(seconds=row.expiry),
+        half_open_max_calls=row.half_open_max_calls,
+        probe_timeout=None if row.probe_timeout is None else timedelta(seconds=row.probe_timeout),
+    )
+
+
+def with_metrics(condition: ColumnElement[bool]) -> Select[Any]:
+    """The rows matching ``condition``, each with aggregates of its log since registration.
+
+    One statement, so the row and its metrics come from one snapshot on every dialect; each
+    aggregate is a correlated subquery on the ``(connection_id, kind, occurred_at)`` index.
+    """
+
+    def aggregate(kind: Kind, function: Any, label: str) -> Any:
+        return (
+            select(function)
+            .where(events.c.connection_id == connections.c.id, events.c.kind == kind.value)
+            .scalar_subquery()
+            .label(label)
+        )
+
+    latest = func.max(events.c.occurred_at)
+    return select(
+        connections,
+        aggregate(Kind.SUCCESS, func.count(), "successes"),
+        aggregate(Kind.SUCCESS, latest, "last_success"),
+        aggregate(Kind.FAILURE, func.count(), "failures"),
+        aggregate(Kind.FAILURE, latest, "last_failure"),
+        aggregate(Kind.TRANSITION, latest, "last_transition"),
+    ).where(condition)
+
+
+def status_of(row: Row[Any], now: datetime) -> ConnectionStatus:
+    """The status of a row of :func:`with_metrics` at ``now``."""
+    settings = settings_of(row)
+    stored = circuit_of(row)
+    circuit = machine.current(stored, settings, now)
+    if circuit.state is not stored.state:
+        # An expiry that no write has persisted yet: it happened at opened_at + expiry.
+        state_changed_at = stored.expires_at(settings)
+    else:
+        state_changed_at = row.last_transition or row.registered_at
+    assert state_changed_at is not None
+    reports = row.successes + row.failures
+    return ConnectionStatus(
+        identifier=row.identifier,
+        scope=api_scope(row.scope),
+        state=circuit.state,
+        failure_count=circuit.failure_count,
+        last_failure_time=row.last_failure,
+        last_success_time=row.last_success,
+        opened_at=circuit.opened_at,
+        metadata=dict(row.metadata),
+        failure_threshold=row.failure_threshold,
+        expiry=row.expiry,
+        registered_at=row.registered_at,
+        state_changed_at=state_changed_at,
+        total_successes=row.successes,
+        total_failures=row.failures,
+        success_rate=row.successes / reports if reports else None,
+        time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
+        half_open_max_calls=row.half_open_max_calls,
+        probe_timeout=settings.permit_lifetime.total_seconds(),
+    )
+
+
+def event_record(row: Row[Any]) -> Event:
+    """The :class:`Event` of a ``brama_events`` row."""
+    return Event(
+        id=row.id,
+        identifier=row.identifier,
+        scope=api_scope(row.scope),
+        kind=Kind(row.kind),
+        occurred_at=row.occurred_at,
+        from_state=None if row.from_state is None else State(row.from_state),
+        to_state=None if row.to_state is None else State(row.to_state),
+        reason=row.reason,
+        failure_count=row.failure_count,
+        cause=None if row.cause is None else machine.Cause(row.cause),
+        probe=bool(row.probe),
+        actor=row.actor,
+    )
