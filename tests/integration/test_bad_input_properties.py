@@ -52,6 +52,10 @@ json_values = st.recursive(
 )
 metadata_values = st.one_of(
     st.none(),
+    st.datetimes(timezones=st.timezones()),
+    st.datetimes(),
+    st.just(datetime.min.replace(tzinfo=timezone(timedelta(hours=2)))),
+    st.just(datetime.max.replace(tzinfo=timezone(timedelta(hours=-2)))),
     st.dictionaries(st.text(max_size=10), json_values, max_size=5),
     st.just({"huge": "x" * 70_000}),
     st.just({"nan": math.nan}),
@@ -65,6 +69,8 @@ metadata_values = st.one_of(
 thresholds = st.one_of(
     st.none(),
     st.integers(min_value=-5, max_value=2**40),
+    st.just(2**63),
+    st.just(2**31),
     st.booleans(),
     st.floats(),
     st.text(max_size=3),
@@ -105,9 +111,12 @@ def _calls(brama: Brama) -> dict[str, Callable[..., Any]]:
         "status": lambda ident, scope, *_: brama.status(ident, scope=scope),
         "available": lambda ident, scope, *_: brama.available(ident, scope=scope),
         "unregister": lambda ident, scope, *_: brama.unregister(ident, scope=scope),
-        "events": lambda ident, scope, _m, threshold, *_: brama.events(
-            ident, scope=scope, limit=threshold
+        # `since` takes the metadata draw: dicts, aware, naive and extreme datetimes.
+        "events": lambda ident, scope, meta, threshold, *_: brama.events(
+            ident, scope=scope, limit=threshold, since=meta
         ),
+        "connections": lambda _i, scope, *_: brama.connections(scope=scope),
+        "cleanup": lambda *_: brama.cleanup(),
     }
 
 
