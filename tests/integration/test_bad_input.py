@@ -130,19 +130,26 @@ def _assert_refused(
     return error
 
 
-@pytest.mark.parametrize("call", sorted(IDENTIFIER_CALLS))
-def test_bad_identifier(
+NAMED_CALLS = [("identifier", call) for call in sorted(IDENTIFIER_CALLS)] + [
+    ("scope", call) for call in sorted(SCOPE_CALLS)
+]
+
+
+@pytest.mark.parametrize(("argument", "call"), NAMED_CALLS)
+def test_bad_identifier_or_scope(
     populated: Brama,
+    argument: str,
     call: str,
     row_counts: RowCounts,
     connection_row: RowReader,
     assert_log_explains_row: LogCheck,
 ) -> None:
+    calls = IDENTIFIER_CALLS if argument == "identifier" else SCOPE_CALLS
     for label, value in BAD_NAMES.items():
         _assert_refused(
             populated,
-            lambda value=value: IDENTIFIER_CALLS[call](populated, value),
-            "identifier",
+            lambda value=value: calls[call](populated, value),
+            argument,
             row_counts,
             connection_row,
             label,
@@ -162,26 +169,6 @@ def test_none_identifier(
             connection_row,
         )
         assert isinstance(error, TypeError)
-
-
-@pytest.mark.parametrize("call", sorted(SCOPE_CALLS))
-def test_bad_scope(
-    populated: Brama,
-    call: str,
-    row_counts: RowCounts,
-    connection_row: RowReader,
-    assert_log_explains_row: LogCheck,
-) -> None:
-    for label, value in BAD_NAMES.items():
-        _assert_refused(
-            populated,
-            lambda value=value: SCOPE_CALLS[call](populated, value),
-            "scope",
-            row_counts,
-            connection_row,
-            label,
-        )
-    assert_log_explains_row(populated, "db", "s")
 
 
 @pytest.mark.parametrize("value", BAD_METADATA.values(), ids=BAD_METADATA.keys())
