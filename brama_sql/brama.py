@@ -16,6 +16,7 @@ from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import ColumnElement, true
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
 
 from brama_sql import circuit as machine
 from brama_sql import engine as engines
@@ -126,7 +127,9 @@ class Brama:
             raise ArgumentTypeError(
                 f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
             )
-        self._store = Store(Transactions(self.engine, self.lock_timeout, owns_engine), chosen)
+        self._owns_engine = owns_engine
+        self._transactions = Transactions(self.engine, self.lock_timeout, owns_engine)
+        self._store = Store(self._transactions, chosen)
         self._token = uuid.uuid4().hex[:8]
 
     def __repr__(self) -> str:
@@ -151,12 +154,25 @@ class Brama:
             raise ArgumentTypeError(
                 f"connection must be an SQLAlchemy Connection, not {type(connection).__name__}"
             )
+        target: Engine | Connection = self._migrator() if connection is None else connection
         try:
-            migration.upgrade(connection if connection is not None else self.engine)
+            with self._transactions.gate:
+                migration.upgrade(target)
         except AlembicError as error:
             raise SchemaError(f"brama_sql's migration failed: {error}") from error
         except SQLAlchemyError as error:
             raise BramaDatabaseError("migrate", getattr(error, "orig", None) or error) from error
+        finally:
+            if target is not self.engine and isinstance(target, Engine):
+                target.dispose()
+
+    def _migrator(self) -> Engine:
+        """The engine to migrate with: on an engine brama_sql built, a short-lived one without
+        the call-time lock and read limits (a migration may wait for another process's one);
+        the host's own engine, and an in-memory database's only engine, as they are."""
+        if not self._owns_engine or isinstance(self.engine.pool, StaticPool):
+            return self.engine
+        return engines.build(self.engine.url, self.lock_timeout, migrating=True)
 
     # -- connections ------------------------------------------------------------------------
 

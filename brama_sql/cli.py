@@ -18,7 +18,7 @@ from brama_sql import demo as tour
 from brama_sql import migration, replay
 from brama_sql.brama import Brama
 from brama_sql.engine import DEFAULT_URL
-from brama_sql.errors import BramaError, InvalidArgumentError, describe
+from brama_sql.errors import BramaError, InvalidArgumentError, NotRegisteredError, describe
 from brama_sql.records import ConnectionStatus, Event
 
 URL_ENVVAR = "BRAMA_SQL_URL"
@@ -210,6 +210,8 @@ def verify(ctx: click.Context) -> None:
         try:
             replay.verify(brama.engine, item.identifier, item.scope)
         except replay.ReplayError as error:
+            if not _still_registered(brama, item):
+                continue  # unregistered or removed meanwhile: nothing left to explain
             unexplained += 1
             name = describe(item.identifier, item.scope)
             click.echo(f"{name}: {_one_line(error)}", err=True)
@@ -237,6 +239,14 @@ def demo(ctx: click.Context, expiry: float) -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _still_registered(brama: Brama, item: ConnectionStatus) -> bool:
+    try:
+        brama.status(item.identifier, scope=item.scope)
+    except NotRegisteredError:
+        return False
+    return True
 
 
 def _runtime(ctx: click.Context) -> Runtime:

@@ -24,9 +24,17 @@ MySQL/MariaDB's read and write timeouts, PostgreSQL's ``tcp_user_timeout`` (unac
 with TCP keepalives. Every brama_sql statement is short; only a migration may take longer."""
 
 
-def build(url: str | URL, lock_timeout: float) -> Engine:
+MIGRATION_WAIT_S = 120
+"""How long a migration may wait for SQLite's write lock (another process migrating)."""
+
+
+def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> Engine:
     """Create an engine for ``url`` that brama_sql owns, with its session settings made once
     per pooled connection, when it connects.
+
+    ``migrating`` builds the short-lived engine of :meth:`Brama.migrate`: no lock wait limit
+    and no read timeout, since a migration may wait for another process's migration and
+    its DDL may take long; only the connect timeout stays.
 
     - PostgreSQL: ``lock_timeout``, a connect timeout, TCP keepalives and a user timeout.
     - MySQL/MariaDB: ``innodb_lock_wait_timeout`` (whole seconds), READ COMMITTED (a locking
@@ -41,6 +49,8 @@ def build(url: str | URL, lock_timeout: float) -> Engine:
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
+    if backend in ("postgresql", "mysql") and migrating:
+        return create_engine(parsed, connect_args=_unless_in(parsed, {}, **_CONNECT_ONLY))
     if backend == "postgresql":
         return create_engine(
             parsed, pool_pre_ping=True, connect_args=_postgresql_arguments(parsed, lock_timeout)
@@ -60,8 +70,12 @@ def build(url: str | URL, lock_timeout: float) -> Engine:
         # One connection shared by every thread: brama_sql's Store serialises its use.
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     engine = create_engine(parsed, **options)
-    _take_over_sqlite_transactions(engine, wal=not memory, busy_ms=milliseconds(lock_timeout))
+    busy = MIGRATION_WAIT_S if migrating else lock_timeout
+    _take_over_sqlite_transactions(engine, wal=not memory, busy_ms=milliseconds(busy))
     return engine
+
+
+_CONNECT_ONLY = {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
 def milliseconds(seconds: float) -> int:
@@ -91,12 +105,14 @@ def _postgresql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
 
 
 def _mysql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
+    # A read may last as long as a permitted lock wait: never cut one short.
+    read_timeout = max(IO_TIMEOUT_S, whole_seconds(lock_timeout) + 5)
     return _unless_in(
         url,
         {},
         init_command=f"SET SESSION innodb_lock_wait_timeout = {whole_seconds(lock_timeout)}",
         connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=IO_TIMEOUT_S,
+        read_timeout=read_timeout,
         write_timeout=IO_TIMEOUT_S,
     )
 

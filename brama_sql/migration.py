@@ -140,6 +140,11 @@ def _serialised(connection: Connection) -> Iterator[None]:
         finally:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
     else:
-        # SQLite: on engines brama_sql creates, the transaction begins IMMEDIATE, which takes
-        # the database's write lock before Alembic reads the version table.
+        # SQLite: take the database's write lock before Alembic reads the version table. On
+        # engines brama_sql creates, the first statement begins IMMEDIATE; a host's engine
+        # whose driver begins lazily gets BEGIN IMMEDIATE here.
+        connection.exec_driver_sql("SELECT 1")
+        driver = connection.connection.dbapi_connection
+        if driver is not None and not driver.in_transaction:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield

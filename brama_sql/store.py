@@ -38,15 +38,6 @@ Step = Callable[[Circuit, Settings, datetime, bool], Outcome]
 """A state-machine step applied to a locked connection at an instant; the flag tells whether
 the caller holds a probe permit of the current episode."""
 
-ATTEMPTS = 3
-"""How often a transaction is tried when the database reports a deadlock or a serialization
-failure (never for a lock wait timeout: that limit exists to give up)."""
-RETRYABLE_SQLSTATES = {"40001", "40P01"}
-LOCK_WAIT = "brama_sql_lock_wait"
-"""Key in a pooled connection's ``info``: the lock wait limit already set on its session."""
-RETRYABLE_MYSQL_ERRORS = {1213, 1020}
-"""Deadlock, and MariaDB's "record has changed since last read" (snapshot isolation)."""
-
 
 @dataclass(frozen=True)
 class Registration:
@@ -374,7 +365,7 @@ def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, ac
         and after.state is not State.HALF_OPEN
         and any(occurrence.from_state is State.HALF_OPEN for occurrence in outcome.occurrences)
     ):
-        conn.execute(delete(permits).where(permits.c.connection_id == row.id))
+        _drop_permits(conn, row.id)
     _append(conn, row.id, identity_of(row), outcome.occurrences, actor)
 
 

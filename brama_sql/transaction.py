@@ -53,7 +53,8 @@ class Transactions:
         self._schema_checked = False
         # One DBAPI connection shared by all threads (in-memory SQLite): one user at a time.
         shared = isinstance(engine.pool, StaticPool)
-        self._gate: AbstractContextManager[Any] = threading.RLock() if shared else nullcontext()
+        self.gate: AbstractContextManager[Any] = threading.RLock() if shared else nullcontext()
+        """Held around every use of the engine when all threads share one connection."""
 
     def run(
         self,
@@ -68,7 +69,7 @@ class Transactions:
         and an integrity error into what ``on_conflict(error)`` returns, if anything."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                with self._gate:
+                with self.gate:
                     return self._once(body, write)
             except IntegrityError as error:
                 conflict = None if on_conflict is None else on_conflict(error)
@@ -81,7 +82,8 @@ class Transactions:
                     continue
                 if _missing_table(error):
                     self._schema_checked = False
-                    self._recheck_schema(error)
+                    with self.gate:
+                        self._recheck_schema(error)
                 raise BramaDatabaseError(operation, error.orig or error) from error
             except SQLAlchemyError as error:
                 raise BramaDatabaseError(operation, error) from error
@@ -102,10 +104,12 @@ class Transactions:
     def _prepare_session(self, conn: Connection) -> None:
         """On a connection of the host's engine, make the session settings that
         :func:`brama_sql.engine.build` makes on brama_sql's own when they connect: the lock
-        wait limit (MySQL and SQLite have no transaction-local form of it) and, on MySQL,
-        READ COMMITTED for this use of the connection (SQLAlchemy restores the level after)."""
+        wait limit (MySQL and SQLite have no transaction-local form of it) and, on the servers,
+        READ COMMITTED for this use of the connection, whatever level the host chose
+        (AUTOCOMMIT would release the row lock at once; REPEATABLE READ would fail racing
+        writers instead of queueing them). SQLAlchemy restores the host's level after."""
         dialect = conn.dialect.name
-        if dialect == "mysql":
+        if dialect in ("postgresql", "mysql"):
             conn.execution_options(isolation_level="READ COMMITTED")
         if dialect not in ("mysql", "sqlite") or conn.info.get(LOCK_WAIT) == self.lock_wait:
             return

@@ -39,10 +39,13 @@ def hammer(brama: Brama, identifier: str) -> list[BaseException]:
     return raised
 
 
-@pytest.fixture
-def host_engine(db_url: URL) -> Iterator[Engine]:
-    """An Engine made by the host application with SQLAlchemy's defaults (no brama settings)."""
-    engine = create_engine(db_url)
+@pytest.fixture(params=["default", "AUTOCOMMIT", "REPEATABLE READ"])
+def host_engine(db_url: URL, dialect: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An Engine made by the host application, at the isolation level the host chose."""
+    level = {"default": None, "REPEATABLE READ": "SERIALIZABLE"}.get(request.param)
+    if dialect != "sqlite" and request.param != "default":
+        level = request.param
+    engine = create_engine(db_url, **({} if level is None else {"isolation_level": level}))
     yield engine
     engine.dispose()
 

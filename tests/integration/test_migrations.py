@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -11,7 +13,16 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL
 
 from brama_sql import Brama, SchemaError
-from brama_sql.migration import VERSION_TABLE, check, current, downgrade, head, upgrade
+from brama_sql.migration import (
+    LOCK_NAME,
+    PG_LOCK_KEY,
+    VERSION_TABLE,
+    check,
+    current,
+    downgrade,
+    head,
+    upgrade,
+)
 from brama_sql.schema import metadata
 
 BRAMA_TABLES = {"brama_connections", "brama_events", "brama_permits", VERSION_TABLE}
@@ -123,3 +134,36 @@ def test_concurrent_migrations_from_several_processes(blank_url: URL) -> None:
         assert rows == 1
     finally:
         engine.dispose()
+
+
+def test_migrate_waits_for_another_migration_longer_than_the_lock_wait_limit(
+    db_url: URL, dialect: str
+) -> None:
+    """The lock wait limit is for calls; a migration waits for another process's migration."""
+    engine = create_engine(db_url)
+    holder = engine.connect()
+    if dialect == "postgresql":
+        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+    elif dialect == "mysql":
+        holder.execute(text("SELECT GET_LOCK(:name, 5)"), {"name": LOCK_NAME})
+    else:
+        holder.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        time.sleep(2)  # the other migration takes a while (not waiting for an expiry)
+        if dialect == "mysql":
+            holder.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+        holder.rollback()
+
+    brama = Brama(db_url.render_as_string(hide_password=False), lock_timeout=0.5)
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        started = time.monotonic()
+        brama.migrate()
+        assert time.monotonic() - started > 1.5, "it waited for the other migration"
+    finally:
+        releaser.join()
+        holder.close()
+        engine.dispose()
+        brama.dispose()
