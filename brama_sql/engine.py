@@ -97,7 +97,7 @@ def _postgresql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
         arguments,
         connect_timeout=CONNECT_TIMEOUT_S,
         keepalives=1,
-        keepalives_idle=IO_TIMEOUT_S // 3,
+        keepalives_idle=max(1, IO_TIMEOUT_S // 3),
         keepalives_interval=5,
         keepalives_count=3,
         tcp_user_timeout=IO_TIMEOUT_S * 1000,
@@ -106,7 +106,7 @@ def _postgresql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
 
 def _mysql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
     # A read may last as long as a permitted lock wait: never cut one short.
-    read_timeout = max(IO_TIMEOUT_S, whole_seconds(lock_timeout) + 5)
+    read_timeout = max(IO_TIMEOUT_S, whole_seconds(lock_timeout) + 1)
     return _unless_in(
         url,
         {},
