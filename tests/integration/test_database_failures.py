@@ -231,7 +231,7 @@ def test_a_connection_killed_mid_transaction_writes_nothing(
 
 
 @SERVERS
-@pytest.mark.parametrize("policy", ["raise", "allow"])
+@pytest.mark.parametrize("policy", ["raise", "allow", "deny"])
 def test_reports_through_repeated_kills_stay_consistent(
     make_brama: Callable[..., Brama],
     db_url: URL,
@@ -255,11 +255,15 @@ def test_reports_through_repeated_kills_stay_consistent(
 
     thread = threading.Thread(target=killer)
     thread.start()
-    returned, failed = 0, 0
+    returned, failed, answers, refused = 0, 0, set(), 0
     try:
         with caplog.at_level(logging.WARNING, logger="brama_sql"):
-            # Report until some reports were cut off by the kills (bounded either way).
+            # Ask and report until some calls were cut off by the kills (bounded either way).
             for attempt in range(3000):
+                try:
+                    answers.add(brama.available("svc"))
+                except BramaDatabaseError:
+                    refused += 1
                 try:
                     brama.failure("svc")
                     returned += 1
@@ -272,10 +276,16 @@ def test_reports_through_repeated_kills_stay_consistent(
         stop.set()
         thread.join()
     assert kills > 0
-    if policy == "allow":
-        assert failed == 0, "the allow policy never raises for a report"
-        failed = sum("dropped" in record.getMessage() for record in caplog.records)
+    messages = [record.getMessage() for record in caplog.records]
+    if policy == "raise":
+        assert answers == {True}, "the circuit stayed closed: every answer that came was True"
+    else:
+        assert failed == refused == 0, f"the {policy} policy never raises on the hot path"
+        failed = sum("dropped" in message for message in messages)
         returned -= failed
+        answered = sum(f"answers {policy}" in message for message in messages)
+        # A closed circuit answers True; a failed read answers the policy.
+        assert answers == ({True} if policy == "allow" or not answered else {True, False})
     assert failed > 0, "no report was cut off by the kills: the test proved nothing"
     logged = brama.status("svc").total_failures
     # Every report that went through is counted once. One that failed may still have committed
