@@ -162,11 +162,9 @@ class Store:
                 row.id,
                 or_(permits.c.episode != circuit.episode, permits.c.expires_at <= now),
             )
-            if _held_permit(conn, row, circuit, settings, actor, now) is not None:
+            active, held = _live_permits(conn, row.id, circuit.episode, actor, now)
+            if held is not None:
                 return True
-            active = conn.execute(
-                select(func.count()).select_from(permits).where(permits.c.connection_id == row.id)
-            ).scalar_one()
             if not machine.may_claim_permit(settings, active):
                 return False
             conn.execute(
@@ -265,16 +263,8 @@ class Store:
             if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
                 return machine.is_available(circuit.state)
             if circuit == stored:  # the expiry is persisted, so permits may exist
-                live = conn.execute(
-                    select(func.count(), func.max(case((permits.c.holder == actor, 1), else_=0)))
-                    .select_from(permits)
-                    .where(
-                        permits.c.connection_id == row.id,
-                        permits.c.episode == circuit.episode,
-                        permits.c.expires_at > now,
-                    )
-                ).one()
-                if not live[1] and not machine.may_claim_permit(settings, live[0]):
+                active, held = _live_permits(conn, row.id, circuit.episode, actor, now)
+                if held is None and not machine.may_claim_permit(settings, active):
                     return False
             return None
 
@@ -331,15 +321,23 @@ def _held_permit(
     """The id of ``actor``'s unexpired permit of the current episode, if it holds one."""
     if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
         return None
-    permit: int | None = conn.execute(
-        select(permits.c.id).where(
-            permits.c.connection_id == row.id,
-            permits.c.holder == actor,
-            permits.c.episode == circuit.episode,
+    return _live_permits(conn, row.id, circuit.episode, actor, now)[1]
+
+
+def _live_permits(
+    conn: Connection, connection_id: int, episode: int, actor: str, now: datetime
+) -> tuple[int, int | None]:
+    """How many unexpired permits of ``episode`` are held, and the id of ``actor``'s one."""
+    active, held = conn.execute(
+        select(func.count(), func.max(case((permits.c.holder == actor, permits.c.id))))
+        .select_from(permits)
+        .where(
+            permits.c.connection_id == connection_id,
+            permits.c.episode == episode,
             permits.c.expires_at > now,
         )
-    ).scalar()
-    return permit
+    ).one()
+    return int(active), held
 
 
 def _seconds(duration: timedelta | None) -> float | None:
