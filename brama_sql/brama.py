@@ -10,7 +10,7 @@ import socket
 import threading
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import ColumnElement, true
@@ -40,7 +40,7 @@ from brama_sql.transaction import Transactions
 logger = logging.getLogger("brama_sql")
 
 DatabaseErrorPolicy = Literal["raise", "allow", "deny"]
-POLICIES: tuple[str, ...] = ("raise", "allow", "deny")
+POLICIES: tuple[str, ...] = get_args(DatabaseErrorPolicy)
 
 
 class _Every(enum.Enum):
@@ -66,10 +66,13 @@ class Brama:
     """Circuit breakers for an application's external dependencies, kept in SQL.
 
     ``url`` is a database URL or an SQLAlchemy :class:`~sqlalchemy.engine.Engine`. The keyword
-    options are the defaults of :meth:`register` (``failure_threshold``, ``expiry``), how long a
-    connection may stay idle before :meth:`cleanup` removes it (``inactive_after``; ``None``
-    never removes), and where the time comes from (``clock``: a callable returning an aware
-    datetime). Durations are seconds or :class:`~datetime.timedelta`.
+    options are the defaults of :meth:`register` (``failure_threshold``, ``expiry``,
+    ``half_open_max_calls``, ``probe_timeout``), how long a connection may stay idle before
+    :meth:`cleanup` removes it (``inactive_after``; ``None`` never removes), where the time
+    comes from (``clock``: a callable returning an aware datetime, or ``"database"`` for the
+    server's clock), what :meth:`available` and the reports do when the database fails
+    (``on_db_error``: ``"raise"``, ``"allow"`` or ``"deny"``) and how long a write waits for a
+    row lock (``lock_timeout``). Durations are seconds or :class:`~datetime.timedelta`.
     """
 
     def __init__(

@@ -50,7 +50,8 @@ def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> En
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "mysql") and migrating:
-        return create_engine(parsed, connect_args=_unless_in(parsed, {}, **_CONNECT_ONLY))
+        arguments = _unless_in(parsed, {}, connect_timeout=CONNECT_TIMEOUT_S)
+        return create_engine(parsed, connect_args=arguments)
     if backend == "postgresql":
         return create_engine(
             parsed, pool_pre_ping=True, connect_args=_postgresql_arguments(parsed, lock_timeout)
@@ -74,8 +75,6 @@ def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> En
     _take_over_sqlite_transactions(engine, wal=not memory, busy_ms=milliseconds(busy))
     return engine
 
-
-_CONNECT_ONLY = {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
 def milliseconds(seconds: float) -> int:
