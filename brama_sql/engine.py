@@ -76,7 +76,6 @@ def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> En
     return engine
 
 
-
 def milliseconds(seconds: float) -> int:
     """A lock wait limit in whole milliseconds, at least one."""
     return max(1, round(seconds * 1000))
