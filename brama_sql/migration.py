@@ -3,7 +3,8 @@
 The Alembic configuration is built in code: the scripts are found next to the installed package
 (or in the checkout), the revision is recorded in ``brama_alembic_version`` so that a host
 application's own Alembic history is left alone, and concurrent upgrades are serialised with a
-database lock.
+database lock. :func:`include_object` keeps a host application's own Alembic autogenerate away
+from brama_sql's tables when both share a database.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -22,11 +24,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from brama_sql.engine import WRITE
 from brama_sql.errors import SchemaError
+from brama_sql.schema import TABLE_PREFIX, metadata
 
 VERSION_TABLE = "brama_alembic_version"
 LOCK_NAME = "brama_sql_migrate"
 PG_LOCK_KEY = 0x6272616D61  # "brama"
 MYSQL_LOCK_TIMEOUT_S = 60
+
+IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
+"""The signature of Alembic's ``include_object`` hook: ``(obj, name, type_, reflected,
+compare_to) -> bool``."""
 
 
 def script_location() -> Path:
@@ -103,6 +110,61 @@ def check(connection: Connection) -> None:
     else:
         problem = f"brama_sql's schema is at revision {found}, not {head()}"
     raise SchemaError(f"{problem}: run Brama.migrate() or `brama-sql migrate`")
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's ``include_object`` hook for a host application's own migrations: ``False`` for
+    brama_sql's tables, their columns, indexes and constraints, and its version table
+    ``brama_alembic_version``; ``True`` for everything else.
+
+    Pass it to ``context.configure(include_object=include_object)`` in the host's ``env.py`` so
+    that its autogenerate neither drops nor alters what :func:`upgrade` made. brama_sql's tables
+    are the tables of :data:`brama_sql.schema.metadata` plus :data:`VERSION_TABLE`, matched by
+    name in any schema; a host table that merely starts with ``brama_`` stays included. To apply
+    a filter of the host's own as well, see :func:`include_object_and`.
+    """
+    return _table_name(obj, name, type_) not in _brama_tables()
+
+
+def include_object_and(*filters: IncludeObject) -> IncludeObject:
+    """:func:`include_object` combined with the host's own ``filters``: an object is included only
+    when every one of them includes it (brama_sql's objects never reach them)."""
+
+    def combined(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        return all(
+            include(obj, name, type_, reflected, compare_to)
+            for include in (include_object, *filters)
+        )
+
+    return combined
+
+
+def _include_only_brama(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """The opposite filter, for brama_sql's own ``env.py``: look only at tables named ``brama_*``
+    (so a table dropped from the models is still seen) other than the version table; the host
+    application's tables are none of our business."""
+    table = _table_name(obj, name, type_)
+    if table is None:
+        return True
+    return table.startswith(TABLE_PREFIX) and table != VERSION_TABLE
+
+
+def _brama_tables() -> frozenset[str]:
+    """The names of brama_sql's tables, read from the models at each call."""
+    return frozenset({*(table.name for table in metadata.tables.values()), VERSION_TABLE})
+
+
+def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
+    """The name of the table an object of Alembic's autogenerate is, or belongs to."""
+    if type_ == "table":
+        return name
+    table = getattr(obj, "table", None)
+    table_name = getattr(table, "name", None)
+    return table_name if isinstance(table_name, str) else None
 
 
 def _run(target: Engine | Connection, step: Callable[[Config], None]) -> None:

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlalchemy.engine import Connection
 
-from brama_sql.migration import VERSION_TABLE
-from brama_sql.schema import TABLE_PREFIX, metadata
-
-
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    """Look only at brama_sql's own tables: the host application's are none of our business."""
-    if type_ == "table":
-        return bool(name and name.startswith(TABLE_PREFIX)) and name != VERSION_TABLE
-    table = getattr(obj, "table", None)
-    return table is None or str(table.name).startswith(TABLE_PREFIX)
+from brama_sql.migration import VERSION_TABLE, _include_only_brama
+from brama_sql.schema import metadata
 
 
 def run(connection: Connection) -> None:
@@ -27,7 +15,7 @@ def run(connection: Connection) -> None:
         connection=connection,
         target_metadata=metadata,
         version_table=VERSION_TABLE,
-        include_object=include_object,
+        include_object=_include_only_brama,  # the host's tables are not ours
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
