@@ -5,10 +5,14 @@ a bounded number of times when the database reports a deadlock or a serializatio
 turns database failures into :class:`BramaDatabaseError` naming the operation; and, on an
 engine the host application passed in, makes the per-dialect settings that
 :func:`brama_sql.engine.build` makes on brama_sql's own engines when they connect.
+
+It is fork-safe: in a forked child it never uses a connection the parent opened (see
+:mod:`brama_sql.fork` and :meth:`Transactions._follow_fork`).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -21,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError, SQLAlch
 from sqlalchemy.pool import StaticPool
 
 from brama_sql import engine as engines
-from brama_sql import migration
+from brama_sql import fork, migration
 from brama_sql.engine import WRITE
 from brama_sql.errors import BramaDatabaseError, BramaError, SchemaError
 
@@ -44,6 +48,9 @@ class Transactions:
     brama_sql created the engine (:func:`brama_sql.engine.build` then made every session
     setting when the connection was opened); on a host's engine each write is prepared here
     (:meth:`_prepare_session`, :meth:`_begin_write`).
+
+    In a forked child the engine gets a fresh pool before its first use there (see
+    :meth:`_follow_fork`), the host's engine too.
     """
 
     def __init__(self, engine: Engine, lock_wait: float, owns_engine: bool) -> None:
@@ -52,9 +59,51 @@ class Transactions:
         self.owns_engine = owns_engine
         self._schema_checked = False
         # One DBAPI connection shared by all threads (in-memory SQLite): one user at a time.
-        shared = isinstance(engine.pool, StaticPool)
-        self.gate: AbstractContextManager[Any] = threading.RLock() if shared else nullcontext()
-        """Held around every use of the engine when all threads share one connection."""
+        self._shared = isinstance(engine.pool, StaticPool)
+        self._gate: AbstractContextManager[Any] = self._new_gate()
+        self._pid = os.getpid()
+        """The process whose connections the engine's pool holds."""
+        self._following = threading.Lock()
+        fork.register(self._after_fork)
+
+    @property
+    def gate(self) -> AbstractContextManager[Any]:
+        """Held around every use of the engine when all threads share one connection. Taking
+        it first makes sure that, in a forked child, the engine no longer holds the parent's
+        connections (:meth:`_follow_fork`)."""
+        if self._pid != os.getpid():
+            self._follow_fork()
+        return self._gate
+
+    def _new_gate(self) -> AbstractContextManager[Any]:
+        return threading.RLock() if self._shared else nullcontext()
+
+    def _after_fork(self) -> None:
+        """Called by :mod:`brama_sql.fork` in a forked child, in its only thread: a lock of
+        the parent's may have been held at the moment of the fork."""
+        self._following = threading.Lock()
+        self._follow_fork()
+
+    def _follow_fork(self) -> None:
+        """Make this process the owner of the engine's connections, once per process: the
+        at-fork handler calls it, and :attr:`gate` does on the first use after a fork that
+        skipped Python's at-fork handlers (a fork in C code, such as uWSGI's).
+
+        The engine gets a fresh pool and never touches the parent's connections
+        (:func:`brama_sql.fork.renew_pool`, the host's engine included); the parent keeps
+        using them. A ``StaticPool`` engine (in-memory SQLite) keeps its one connection: the
+        child has its own copy of that database from the moment of the fork, and it lives
+        only in that connection; an in-memory database is per process. Its gate is created
+        anew, as a thread of the parent may have held it at the fork."""
+        pid = os.getpid()
+        with self._following:
+            if self._pid == pid:
+                return
+            if self._shared:
+                self._gate = self._new_gate()
+            else:
+                fork.renew_pool(self.engine)
+            self._pid = pid
 
     def run(
         self,
