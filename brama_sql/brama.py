@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
@@ -24,17 +25,18 @@ from brama_sql import migration, validation
 from brama_sql.circuit import Cause, Kind, Settings
 from brama_sql.cleaner import Cleaner
 from brama_sql.clock import DATABASE, Clock, system_clock
+from brama_sql.declarations import Declarations
 from brama_sql.errors import (
-    AlreadyRegisteredError,
     ArgumentTypeError,
     BramaDatabaseError,
     InvalidArgumentError,
     SchemaError,
 )
+from brama_sql.options import Registration, changes, describe
 from brama_sql.records import ConnectionStatus, Event, Transition
 from brama_sql.rows import Identity
 from brama_sql.schema import connections, events, stored_scope
-from brama_sql.store import Registration, Store
+from brama_sql.store import Store
 from brama_sql.transaction import Transactions
 
 logger = logging.getLogger("brama_sql")
@@ -60,6 +62,10 @@ class _Unset(enum.Enum):
 
 
 UNSET = _Unset.UNSET
+OPTION_NAMES = frozenset(
+    {"scope", "metadata", "failure_threshold", "expiry", "half_open_max_calls", "probe_timeout"}
+)
+"""The options a declared connection may name (see :meth:`Brama.declare`)."""
 
 
 class Brama:
@@ -73,6 +79,12 @@ class Brama:
     server's clock), what :meth:`available` and the reports do when the database fails
     (``on_db_error``: ``"raise"``, ``"allow"`` or ``"deny"``) and how long a write waits for a
     row lock (``lock_timeout``). Durations are seconds or :class:`~datetime.timedelta`.
+
+    ``connections`` declares connections (see :meth:`declare`): ``{identifier: {option:
+    value}}``, where the options are those of :meth:`declare` (``scope`` included). With
+    ``reconfigure=True``, a declared connection whose stored options differ from the declared
+    ones is reconfigured (:meth:`configure`) on its first use in this process; otherwise a
+    WARNING names the differences and the stored options stay.
     """
 
     def __init__(
@@ -87,6 +99,8 @@ class Brama:
         clock: Clock | Literal["database"] | None = None,
         on_db_error: DatabaseErrorPolicy = "raise",
         lock_timeout: float | timedelta = 5.0,
+        connections: Mapping[str, Mapping[str, Any]] | None = None,
+        reconfigure: bool = False,
     ) -> None:
         self.failure_threshold = validation.threshold(failure_threshold)
         self.expiry = validation.seconds(expiry, "expiry")
@@ -101,6 +115,12 @@ class Brama:
                 f"on_db_error must be one of {', '.join(map(repr, POLICIES))}, not {on_db_error!r}"
             )
         self.on_db_error: DatabaseErrorPolicy = on_db_error
+        if not isinstance(reconfigure, bool):
+            raise ArgumentTypeError(f"reconfigure must be a bool, not {type(reconfigure).__name__}")
+        self.reconfigure = reconfigure
+        self._declarations = Declarations()
+        for identifier, options in _declared_options(connections):
+            self.declare(identifier, **options)
         if clock == DATABASE:
             chosen: Clock | None = None
         elif clock is None:
@@ -132,7 +152,7 @@ class Brama:
             )
         self._owns_engine = owns_engine
         self._transactions = Transactions(self.engine, self.lock_timeout, owns_engine)
-        self._store = Store(self._transactions, chosen)
+        self._store = Store(self._transactions, chosen, self._declarations.get)
         self._token = uuid.uuid4().hex[:8]
 
     def __repr__(self) -> str:
@@ -198,6 +218,106 @@ class Brama:
         Raises :class:`AlreadyRegisteredError` if it exists, unless ``exist_ok`` is true: then
         the existing connection is returned untouched (registering never resets shared state).
         """
+        identity, registration = self._registration(
+            identifier,
+            scope,
+            metadata,
+            failure_threshold,
+            expiry,
+            half_open_max_calls,
+            probe_timeout,
+        )
+        if not isinstance(exist_ok, bool):
+            raise ArgumentTypeError(f"exist_ok must be a bool, not {type(exist_ok).__name__}")
+        status, differences = self._store.register(
+            identity, registration, self.actor(), exist_ok=exist_ok
+        )
+        if differences:
+            logger.warning(
+                "register(%r, scope=%r, exist_ok=True): the stored options differ and stay "
+                "(call configure() to change them): %s",
+                identity.identifier,
+                identity.scope,
+                describe(differences),
+            )
+        return status
+
+    def declare(
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        failure_threshold: int | None = None,
+        expiry: float | timedelta | None = None,
+        half_open_max_calls: int | _Unset | None = UNSET,
+        probe_timeout: float | timedelta | _Unset | None = UNSET,
+    ) -> None:
+        """Declare a connection and its options, without touching the database.
+
+        A declared connection that has no row (never registered, or removed by
+        :meth:`cleanup` or :meth:`unregister`) is registered with these options by the first
+        call that needs it (:meth:`available`, a report, :meth:`status`, :meth:`open`,
+        :meth:`close`, :meth:`reset`, :meth:`configure`), in that call's transaction, exactly
+        once across every process; its ``registered`` event has the reason ``"declared"``.
+        Options left out take the constructor's values, as in :meth:`register`. Declaring the
+        same connection again replaces its declaration.
+        """
+        identity, registration = self._registration(
+            identifier,
+            scope,
+            metadata,
+            failure_threshold,
+            expiry,
+            half_open_max_calls,
+            probe_timeout,
+        )
+        self._declarations.declare(identity, registration)
+
+    def configure(
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        metadata: dict[str, Any] | _Unset = UNSET,
+        failure_threshold: int | None = None,
+        expiry: float | timedelta | None = None,
+        half_open_max_calls: int | _Unset | None = UNSET,
+        probe_timeout: float | timedelta | _Unset | None = UNSET,
+    ) -> ConnectionStatus:
+        """Change a connection's stored options; those left out keep their stored values.
+
+        One row-locked transaction: a due expiry is applied first (under the old options),
+        the changed options are written and a ``configured`` event logs their old and new
+        values. A ``failure_threshold`` lowered to or below the consecutive failures of a
+        closed circuit opens it at once (a ``transition`` with cause ``configured``). Nothing
+        is written when no option differs. Returns the status after the change.
+        """
+        identity = _identity(identifier, scope)
+        wanted: dict[str, Any] = {}
+        if metadata is not UNSET:
+            wanted["metadata"] = validation.metadata(metadata)
+        if failure_threshold is not None:
+            wanted["failure_threshold"] = validation.threshold(failure_threshold)
+        if expiry is not None:
+            wanted["expiry"] = validation.seconds(expiry, "expiry")
+        if half_open_max_calls is not UNSET:
+            wanted["half_open_max_calls"] = _max_calls(half_open_max_calls)
+        if probe_timeout is not UNSET:
+            wanted["probe_timeout"] = validation.optional_seconds(probe_timeout, "probe_timeout")
+        return self._store.configure(identity, wanted, self.actor())
+
+    def _registration(
+        self,
+        identifier: object,
+        scope: object,
+        metadata: object,
+        failure_threshold: object,
+        expiry: object,
+        half_open_max_calls: object,
+        probe_timeout: object,
+    ) -> tuple[Identity, Registration]:
+        """Validate a connection's options, filling in the constructor's for those left out."""
         identity = _identity(identifier, scope)
         threshold = validation.threshold(
             self.failure_threshold if failure_threshold is None else failure_threshold
@@ -215,15 +335,29 @@ class Brama:
             half_open_max_calls=max_calls,
             probe_timeout=None if probe is None else timedelta(seconds=probe),
         )
-        registration = Registration(validation.metadata(metadata), settings)
-        if not isinstance(exist_ok, bool):
-            raise ArgumentTypeError(f"exist_ok must be a bool, not {type(exist_ok).__name__}")
-        try:
-            return self._store.register(identity, registration, self.actor())
-        except AlreadyRegisteredError:
-            if exist_ok:
-                return self._store.status(identity)
-            raise
+        return identity, Registration(validation.metadata(metadata), settings)
+
+    def _reconcile(self, identity: Identity) -> None:
+        """On a declared connection's first use in this process, compare its declared options
+        with the stored ones: reconfigure, or warn about the differences."""
+        declared = self._declarations.pending(identity)
+        if declared is None:
+            return
+        wanted = declared.as_options()
+        if self.reconfigure:
+            self._store.configure(identity, wanted, self.actor())
+        else:
+            stored = self._store.stored_options(identity)
+            differences = {} if stored is None else changes(stored, wanted)
+            if differences:
+                logger.warning(
+                    "declared connection %r (scope %r): the stored options differ and stay "
+                    "(pass reconfigure=True or call configure() to apply them): %s",
+                    identity.identifier,
+                    identity.scope,
+                    describe(differences),
+                )
+        self._declarations.compared(identity, declared)
 
     def unregister(self, identifier: str, *, scope: str | None = None) -> bool:
         """Stop monitoring a connection (its history stays); ``True`` if it existed."""
@@ -240,6 +374,7 @@ class Brama:
         """
         identity = _identity(identifier, scope)
         try:
+            self._reconcile(identity)
             return self._store.available(identity, self.actor())
         except BramaDatabaseError as error:
             if self.on_db_error == "raise":
@@ -249,7 +384,9 @@ class Brama:
 
     def status(self, identifier: str, *, scope: str | None = None) -> ConnectionStatus:
         """The connection's circuit and its metrics, as of now."""
-        return self._store.status(_identity(identifier, scope))
+        identity = _identity(identifier, scope)
+        self._reconcile(identity)
+        return self._store.status(identity, self.actor())
 
     def connections(self, *, scope: str | _Every | None = EVERY_SCOPE) -> list[ConnectionStatus]:
         """The status of every registered connection, ordered by scope then identifier.
@@ -313,6 +450,7 @@ class Brama:
         identity = _identity(identifier, scope)
         note = validation.reason(reason)
         try:
+            self._reconcile(identity)
             outcome = self._store.change(
                 kind.value,
                 identity,
@@ -359,6 +497,7 @@ class Brama:
     def _force(self, action: Cause, identifier: str, scope: str | None, reason: str | None) -> None:
         identity = _identity(identifier, scope)
         note = validation.reason(reason)
+        self._reconcile(identity)
         self._store.change(
             action.value.removeprefix("manual_"),
             identity,
@@ -396,6 +535,34 @@ def _hostname() -> str:
 
 def _max_calls(value: object) -> int | None:
     return None if value is None else validation.threshold(value, "half_open_max_calls")
+
+
+def _declared_options(
+    declared: object,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The ``connections`` argument of :class:`Brama` checked: identifiers and option names."""
+    if declared is None:
+        return []
+    if not isinstance(declared, Mapping):
+        raise ArgumentTypeError(
+            f"connections must be a mapping of identifiers to options, not "
+            f"{type(declared).__name__}"
+        )
+    checked = []
+    for identifier, options in declared.items():
+        name = validation.identifier(identifier)
+        if not isinstance(options, Mapping):
+            raise ArgumentTypeError(
+                f"connections[{name!r}] must be a mapping of options, not {type(options).__name__}"
+            )
+        unknown = sorted(str(key) for key in options if key not in OPTION_NAMES)
+        if unknown:
+            raise InvalidArgumentError(
+                f"connections[{name!r}] has unknown options {', '.join(unknown)} (known: "
+                f"{', '.join(sorted(OPTION_NAMES))})"
+            )
+        checked.append((name, dict(options)))
+    return checked
 
 
 def _identity(identifier: object, scope: object) -> Identity:

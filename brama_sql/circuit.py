@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 
 class _Text(str, enum.Enum):
@@ -37,6 +38,7 @@ class Kind(_Text):
     SUCCESS = "success"
     FAILURE = "failure"
     TRANSITION = "transition"
+    CONFIGURED = "configured"
     UNREGISTERED = "unregistered"
     REMOVED = "removed"
 
@@ -49,6 +51,9 @@ class Cause(_Text):
     MANUAL_OPEN = "manual_open"
     MANUAL_CLOSE = "manual_close"
     MANUAL_RESET = "manual_reset"
+    CONFIGURED = "configured"
+    """The options changed so that the circuit had to move (a threshold lowered below the
+    count already reached)."""
 
 
 MANUAL_ACTIONS: dict[Cause, tuple[State, str]] = {
@@ -79,6 +84,37 @@ class Settings:
     def permit_lifetime(self) -> timedelta:
         """How long a claimed permit lasts before another caller may claim it."""
         return self.expiry if self.probe_timeout is None else self.probe_timeout
+
+    def as_options(self) -> dict[str, Any]:
+        """The settings as JSON values (durations in seconds), as the log records them."""
+        return {
+            "failure_threshold": self.failure_threshold,
+            "expiry": self.expiry.total_seconds(),
+            "half_open_max_calls": self.half_open_max_calls,
+            "probe_timeout": (
+                None if self.probe_timeout is None else self.probe_timeout.total_seconds()
+            ),
+        }
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Settings:
+        """Settings from their :meth:`as_options` form."""
+        return cls(failure_threshold=options["failure_threshold"], expiry=timedelta(0)).updated(
+            options
+        )
+
+    def updated(self, options: dict[str, Any]) -> Settings:
+        """These settings with the values of :meth:`as_options` form in ``options`` applied
+        (keys that are not settings are ignored)."""
+        known = {field.name for field in fields(self)}
+        changes: dict[str, Any] = {}
+        for name, value in options.items():
+            if name not in known:
+                continue
+            if name in ("expiry", "probe_timeout") and value is not None:
+                value = timedelta(seconds=value)
+            changes[name] = value
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -111,6 +147,9 @@ class Occurrence:
     cause: Cause | None = None
     probe: bool = False
     """For reports: the report settled a half-open probe and so decided the circuit."""
+    details: dict[str, Any] | None = None
+    """What a ``registered`` event registered with (``{"settings": ...}``), or what a
+    ``configured`` event changed (``{"old": ..., "new": ...}``, only the changed options)."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +257,34 @@ def force(circuit: Circuit, action: Cause, now: datetime, reason: str | None = N
     why = default_reason if reason is None else reason
     event = _transition(circuit, forced, now, action, why)
     return Outcome(forced, (event,))
+
+
+def register(settings: Settings, now: datetime, reason: str | None = None) -> Outcome:
+    """A new connection: the initial circuit and its ``registered`` event, which records the
+    settings it starts with."""
+    event = Occurrence(
+        Kind.REGISTERED, now, 0, reason=reason, details={"settings": settings.as_options()}
+    )
+    return Outcome(INITIAL, (event,))
+
+
+def configure(
+    circuit: Circuit, settings: Settings, now: datetime, changes: dict[str, Any]
+) -> Outcome:
+    """Apply new options (``settings`` are the new ones; ``changes`` holds the ``old`` and
+    ``new`` values of what changed): one ``configured`` event, and when a lowered
+    ``failure_threshold`` is already reached by a closed circuit's count, the trip to open.
+
+    Call :func:`expire` with the old settings first. An open circuit keeps its ``opened_at``:
+    a new ``expiry`` counts from there.
+    """
+    count = circuit.failure_count
+    event = Occurrence(Kind.CONFIGURED, now, count, details=changes)
+    if circuit.state is State.CLOSED and count >= settings.failure_threshold:
+        opened = _opened(circuit, now)
+        moved = _transition(circuit, opened, now, Cause.CONFIGURED, "failure threshold lowered")
+        return Outcome(opened, (event, moved))
+    return Outcome(circuit, (event,))
 
 
 def _opened(circuit: Circuit, now: datetime) -> Circuit:

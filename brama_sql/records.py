@@ -65,6 +65,9 @@ class Event:
     """For reports: it was a half-open probe's result, and so it decided the circuit."""
     actor: str | None = None
     """Who wrote the event: :meth:`Brama.actor` of the caller (``host:pid:instance:thread``)."""
+    details: dict[str, Any] | None = field(default=None, hash=False)
+    """``registered``: the options it started with (``{"settings": {...}}``); ``configured``:
+    the changed options' ``{"old": {...}, "new": {...}}``; otherwise ``None``."""
 
 
 @dataclass(frozen=True)

@@ -27,35 +27,44 @@ def replay(log: Iterable[Event], settings: Settings) -> Circuit | None:
     """The circuit the log leads to, or ``None`` when the connection was unregistered or removed.
 
     ``log`` holds one connection's events in id order (several registrations are fine: each
-    ``registered`` starts afresh). Raises :class:`ReplayError` at the first event the machine
-    would not have written.
+    ``registered`` starts afresh, with the settings it records). ``configured`` events change
+    the settings from there on. ``settings`` are the connection's settings at the end of the
+    log; they serve for a registration logged before registrations recorded their settings.
+    Raises :class:`ReplayError` at the first event the machine would not have written.
     """
     circuit: Circuit | None = None
+    events = list(log)
+    current = settings
     expected: deque[Occurrence] = deque()
-    for event in log:
+    for index, event in enumerate(events):
         seen = _occurrence(event)
         if expected:
             _match(event, seen, expected.popleft())
             continue
         if event.kind is Kind.REGISTERED:
             circuit = machine.INITIAL
+            current = _registered_with(events, index, settings)
             continue
         if circuit is None:
             raise ReplayError(f"event {event.id} ({event.kind}) before any registration")
         if event.kind in (Kind.UNREGISTERED, Kind.REMOVED):
-            _expect_no_expiry(event, circuit, settings)
+            _expect_no_expiry(event, circuit, current)
             circuit = None
             continue
         if event.kind in (Kind.SUCCESS, Kind.FAILURE):
-            _expect_no_expiry(event, circuit, settings)
+            _expect_no_expiry(event, circuit, current)
             outcome = machine.record(
-                circuit, settings, event.kind, event.occurred_at, event.reason, event.probe
+                circuit, current, event.kind, event.occurred_at, event.reason, event.probe
             )
+        elif event.kind is Kind.CONFIGURED:
+            _expect_no_expiry(event, circuit, current)
+            current = _configured(event, current)
+            outcome = machine.configure(circuit, current, event.occurred_at, event.details or {})
         elif event.cause is Cause.EXPIRY:
-            outcome = machine.expire(circuit, settings, event.occurred_at)
+            outcome = machine.expire(circuit, current, event.occurred_at)
         elif event.cause in MANUAL_ACTIONS:
             assert event.cause is not None
-            _expect_no_expiry(event, circuit, settings)
+            _expect_no_expiry(event, circuit, current)
             outcome = machine.force(circuit, event.cause, event.occurred_at, event.reason)
         else:
             raise ReplayError(f"event {event.id}: a {event.cause} transition that nothing caused")
@@ -69,6 +78,40 @@ def replay(log: Iterable[Event], settings: Settings) -> Circuit | None:
     return circuit
 
 
+def _registered_with(events: list[Event], index: int, final: Settings) -> Settings:
+    """The settings the registration at ``events[index]`` started with: as it recorded them,
+    else (a registration logged by an older release) the ``final`` settings with the old
+    values of its later ``configured`` events put back, newest first."""
+    recorded = (events[index].details or {}).get("settings")
+    if recorded is not None:
+        return Settings.from_options(recorded)
+    later: list[Event] = []
+    for event in events[index + 1 :]:
+        if event.kind is Kind.REGISTERED:
+            break
+        if event.kind is Kind.CONFIGURED:
+            later.append(event)
+    settings = final
+    for event in reversed(later):
+        settings = settings.updated((event.details or {}).get("old", {}))
+    return settings
+
+
+def _configured(event: Event, settings: Settings) -> Settings:
+    """The settings after a ``configured`` event, which must have changed them from
+    ``settings``."""
+    details = event.details or {}
+    old, new = details.get("old", {}), details.get("new", {})
+    if not new:
+        raise ReplayError(f"event {event.id}: a configured event that changed nothing")
+    stored = settings.as_options()
+    if any(name in stored and stored[name] != value for name, value in old.items()):
+        raise ReplayError(
+            f"event {event.id}: configured from {old}, but the settings were {stored}"
+        )
+    return settings.updated(new)
+
+
 def _occurrence(event: Event) -> Occurrence:
     return Occurrence(
         event.kind,
@@ -79,6 +122,7 @@ def _occurrence(event: Event) -> Occurrence:
         reason=event.reason,
         cause=event.cause,
         probe=event.probe,
+        details=event.details,
     )
 
 

@@ -124,4 +124,5 @@ def event_record(row: Row[Any]) -> Event:
         cause=None if row.cause is None else machine.Cause(row.cause),
         probe=bool(row.probe),
         actor=row.actor,
+        details=row.details,
     )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from brama_sql.types import ExactString, UTCDateTime
 
@@ -28,6 +29,9 @@ as a real scope, so ``UNIQUE (identifier, scope)`` holds on every dialect withou
 TABLE_PREFIX = "brama_"
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 """A 64-bit key (SQLite autoincrements only an ``INTEGER PRIMARY KEY``)."""
+JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+"""A JSON value: ``jsonb`` on PostgreSQL (indexable, ``@>`` queries, Django's ``JSONField``),
+``JSON`` on MySQL/MariaDB (text checked by ``json_valid`` on MariaDB), text on SQLite."""
 
 metadata = MetaData(
     naming_convention={
@@ -51,7 +55,7 @@ connections = Table(
     Column("half_open_max_calls", Integer, nullable=True),
     Column("probe_timeout", Double(), nullable=True),
     Column("episode", Integer, nullable=False),
-    Column("metadata", JSON(), nullable=False),
+    Column("metadata", JSON_DOCUMENT, nullable=False),
     Column("registered_at", UTCDateTime(), nullable=False),
     UniqueConstraint("identifier", "scope"),
     sqlite_autoincrement=True,
@@ -74,6 +78,7 @@ events = Table(
     Column("cause", String(16), nullable=True),
     Column("probe", Boolean, nullable=False),
     Column("actor", String(255), nullable=True),
+    Column("details", JSON_DOCUMENT, nullable=True),
     Index(None, "connection_id", "kind", "occurred_at"),
     Index(None, "connection_id", "occurred_at"),
     Index(None, "identifier", "scope", "id"),

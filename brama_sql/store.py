@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import ColumnElement, Row, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
@@ -21,6 +20,7 @@ from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
 from brama_sql.clock import Clock, database_now, read
 from brama_sql.errors import AlreadyRegisteredError, NotRegisteredError
+from brama_sql.options import Changes, Registration, changes
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.rows import (
     Identity,
@@ -37,14 +37,14 @@ from brama_sql.transaction import Transactions
 Step = Callable[[Circuit, Settings, datetime, bool], Outcome]
 """A state-machine step applied to a locked connection at an instant; the flag tells whether
 the caller holds a probe permit of the current episode."""
+Declared = Callable[[Identity], "Registration | None"]
+"""The declared options of a connection, or ``None`` when it was not declared."""
+DECLARED = "declared"
+"""The reason of the ``registered`` event of a connection registered from its declaration."""
 
 
-@dataclass(frozen=True)
-class Registration:
-    """What a new connection starts with."""
-
-    metadata: dict[str, Any]
-    settings: Settings
+def _undeclared(_identity: Identity) -> Registration | None:
+    return None
 
 
 class Store:
@@ -52,13 +52,17 @@ class Store:
     :class:`~brama_sql.transaction.Transactions`.
 
     ``clock`` is a callable, or ``None`` to read the database server's clock inside each
-    transaction.
+    transaction. ``declared`` tells the options of a declared connection: one that has no row
+    is registered with them, in the transaction of the first call that needs it.
     """
 
-    def __init__(self, transactions: Transactions, clock: Clock | None) -> None:
+    def __init__(
+        self, transactions: Transactions, clock: Clock | None, declared: Declared = _undeclared
+    ) -> None:
         self.engine = transactions.engine
         self.run = transactions.run
         self.clock = clock
+        self.declared = declared
 
     def now(self, conn: Connection) -> datetime:
         """The current time, read once the row lock is held (from the database if so set)."""
@@ -67,39 +71,29 @@ class Store:
     # -- changes ----------------------------------------------------------------------------
 
     def register(
-        self, identity: Identity, registration: Registration, actor: str
-    ) -> ConnectionStatus:
-        """Insert a connection in ``unknown`` and log ``registered``; one writer wins a race."""
+        self, identity: Identity, registration: Registration, actor: str, *, exist_ok: bool = False
+    ) -> tuple[ConnectionStatus, Changes]:
+        """Insert a connection in ``unknown`` and log ``registered``; one writer wins a race.
 
-        def body(conn: Connection) -> ConnectionStatus:
-            if _find(conn, identity) is not None:
+        When it exists already, raise :class:`AlreadyRegisteredError`, or with ``exist_ok``
+        return it untouched with how its stored options differ from ``registration``.
+        """
+
+        def body(conn: Connection) -> tuple[ConnectionStatus, Changes]:
+            found = _find(conn, identity)
+            if found is not None and not exist_ok:
                 raise AlreadyRegisteredError(identity.identifier, identity.scope)
             now = self.now(conn)
-            settings = registration.settings
-            inserted = conn.execute(
-                insert(connections).values(
-                    identifier=identity.identifier,
-                    scope=stored_scope(identity.scope),
-                    state=machine.INITIAL.state.value,
-                    failure_count=machine.INITIAL.failure_count,
-                    opened_at=None,
-                    episode=machine.INITIAL.episode,
-                    failure_threshold=settings.failure_threshold,
-                    expiry=settings.expiry.total_seconds(),
-                    half_open_max_calls=settings.half_open_max_calls,
-                    probe_timeout=_seconds(settings.probe_timeout),
-                    metadata=registration.metadata,
-                    registered_at=now,
-                )
-            )
-            assert inserted.inserted_primary_key is not None
-            connection_id = inserted.inserted_primary_key[0]
-            _append(conn, connection_id, identity, [Occurrence(Kind.REGISTERED, now, 0)], actor)
+            if found is None:
+                connection_id = _insert(conn, identity, registration, now, actor)
+            else:
+                connection_id = found.id
             (row,) = conn.execute(with_metrics(connections.c.id == connection_id)).all()
-            return status_of(row, now)
+            differences = {} if found is None else changes(_options(row), registration.as_options())
+            return status_of(row, now), differences
 
-        # Another process may insert the same connection between our look and our insert:
-        # the unique key refuses the second, and it becomes AlreadyRegisteredError.
+        # Another process may insert the same connection between our look and our insert: the
+        # unique key refuses the second, which then fails (or, with exist_ok, finds the row).
         return self.run(
             "register",
             body,
@@ -109,7 +103,46 @@ class Store:
                 if _duplicate_identity(error)
                 else None
             ),
+            retry_if=_duplicate_identity if exist_ok else None,
         )
+
+    def configure(
+        self, identity: Identity, wanted: dict[str, object], actor: str
+    ) -> ConnectionStatus:
+        """Change the options named in ``wanted`` (JSON form, see
+        :meth:`~brama_sql.options.Registration.as_options`) under the row lock and log
+        ``configured`` with the old and new values; nothing is written when none differs."""
+
+        def body(conn: Connection) -> ConnectionStatus:
+            row = self._lock(conn, identity, actor)
+            now = self.now(conn)
+            found = changes(_options(row), dict(wanted))
+            if found:
+                before, settings = circuit_of(row), settings_of(row)
+                new_settings = settings.updated(found["new"])
+                outcome = machine.expire(before, settings, now).then(
+                    lambda circuit: machine.configure(circuit, new_settings, now, found)
+                )
+                # The option columns are named like the options.
+                conn.execute(
+                    update(connections).where(connections.c.id == row.id).values(**found["new"])
+                )
+                if new_settings.half_open_max_calls is None:
+                    _drop_permits(conn, row.id)  # no longer limited: nothing settles them
+                _save(conn, row, before, outcome, actor)
+            (fresh,) = conn.execute(with_metrics(connections.c.id == row.id)).all()
+            return status_of(fresh, now)
+
+        return self.run("configure", body, write=True, retry_if=_duplicate_identity)
+
+    def stored_options(self, identity: Identity) -> dict[str, object] | None:
+        """The options stored for a connection (JSON form), or ``None`` without a row."""
+
+        def body(conn: Connection) -> dict[str, object] | None:
+            row = _find(conn, identity)
+            return None if row is None else _options(row)
+
+        return self.run("status", body, write=False)
 
     def change(
         self, operation: str, identity: Identity, step: Step, actor: str, *, report: bool
@@ -121,9 +154,7 @@ class Store:
         """
 
         def body(conn: Connection) -> Outcome:
-            row = _find(conn, identity, lock=True)
-            if row is None:
-                raise NotRegisteredError(identity.identifier, identity.scope)
+            row = self._lock(conn, identity, actor)
             now = self.now(conn)
             before, settings = circuit_of(row), settings_of(row)
             expired = machine.expire(before, settings, now)
@@ -136,7 +167,7 @@ class Store:
             _save(conn, row, before, outcome, actor)
             return outcome
 
-        return self.run(operation, body, write=True)
+        return self.run(operation, body, write=True, retry_if=_duplicate_identity)
 
     def claim(self, identity: Identity, actor: str) -> bool:
         """Whether ``actor`` may call now; in a half-open circuit with limited permits, claim one.
@@ -147,7 +178,7 @@ class Store:
         """
 
         def body(conn: Connection) -> bool:
-            row = _find(conn, identity, lock=True)
+            row = self._lock(conn, identity, actor, missing_ok=True)
             if row is None:
                 return False
             now = self.now(conn)
@@ -178,7 +209,7 @@ class Store:
             )
             return True
 
-        return self.run("available", body, write=True)
+        return self.run("available", body, write=True, retry_if=_duplicate_identity)
 
     def unregister(self, identity: Identity, actor: str) -> bool:
         """Delete the connection and log ``unregistered``; ``False`` when it did not exist."""
@@ -231,18 +262,56 @@ class Store:
                 removed += 1
         return removed
 
+    @overload
+    def _lock(
+        self, conn: Connection, identity: Identity, actor: str, missing_ok: Literal[False] = ...
+    ) -> Row[Any]: ...
+
+    @overload
+    def _lock(
+        self, conn: Connection, identity: Identity, actor: str, missing_ok: bool
+    ) -> Row[Any] | None: ...
+
+    def _lock(
+        self, conn: Connection, identity: Identity, actor: str, missing_ok: bool = False
+    ) -> Row[Any] | None:
+        """Lock the connection's row and return it. A declared connection without a row is
+        registered first, in this transaction (a racing process that inserts it first makes
+        this transaction fail on the unique key; it is then run again and finds the row).
+        Without a row: ``None`` when ``missing_ok``, else :class:`NotRegisteredError`."""
+        row = _find(conn, identity, lock=True)
+        if row is None:
+            registration = self.declared(identity)
+            if registration is not None:
+                _insert(conn, identity, registration, self.now(conn), actor, reason=DECLARED)
+                row = _find(conn, identity, lock=True)
+        if row is None and not missing_ok:
+            raise NotRegisteredError(identity.identifier, identity.scope)
+        return row
+
     # -- reads ------------------------------------------------------------------------------
 
-    def status(self, identity: Identity) -> ConnectionStatus:
-        """The connection's status with metrics from its log; raises if it is not registered."""
+    def status(self, identity: Identity, actor: str) -> ConnectionStatus:
+        """The connection's status with metrics from its log; raises if it is not registered
+        (a declared connection without a row is registered first, by ``actor``)."""
 
-        def body(conn: Connection) -> ConnectionStatus:
+        def body(conn: Connection) -> ConnectionStatus | None:
             row = conn.execute(with_metrics(identity.where())).one_or_none()
             if row is None:
-                raise NotRegisteredError(identity.identifier, identity.scope)
+                if self.declared(identity) is None:
+                    raise NotRegisteredError(identity.identifier, identity.scope)
+                return None
             return status_of(row, self.now(conn))
 
-        return self.run("status", body, write=False)
+        def register_declared(conn: Connection) -> ConnectionStatus:
+            row = self._lock(conn, identity, actor)
+            (fresh,) = conn.execute(with_metrics(connections.c.id == row.id)).all()
+            return status_of(fresh, self.now(conn))
+
+        found = self.run("status", body, write=False)
+        if found is not None:
+            return found
+        return self.run("status", register_declared, write=True, retry_if=_duplicate_identity)
 
     def available(self, identity: Identity, actor: str) -> bool:
         """Whether the circuit lets ``actor`` call now; ``False`` for an unknown connection.
@@ -254,8 +323,8 @@ class Store:
 
         def body(conn: Connection) -> bool | None:
             row = _find(conn, identity)
-            if row is None:
-                return False
+            if row is None:  # a declared connection is registered by claim()
+                return None if self.declared(identity) is not None else False
             settings = settings_of(row)
             now = self.now(conn)
             stored = circuit_of(row)
@@ -303,6 +372,42 @@ def _duplicate_identity(error: IntegrityError) -> bool:
     return "uq_brama_connections" in message or "brama_connections.identifier" in message
 
 
+def _insert(
+    conn: Connection,
+    identity: Identity,
+    registration: Registration,
+    now: datetime,
+    actor: str,
+    reason: str | None = None,
+) -> int:
+    """Insert a connection's row in the initial state, log ``registered``; return its id."""
+    settings = registration.settings
+    outcome = machine.register(settings, now, reason)
+    circuit = outcome.circuit
+    inserted = conn.execute(
+        insert(connections).values(
+            identifier=identity.identifier,
+            scope=stored_scope(identity.scope),
+            state=circuit.state.value,
+            failure_count=circuit.failure_count,
+            opened_at=circuit.opened_at,
+            episode=circuit.episode,
+            metadata=registration.metadata,
+            registered_at=now,
+            **settings.as_options(),  # the option columns are named like the options
+        )
+    )
+    assert inserted.inserted_primary_key is not None
+    connection_id: int = inserted.inserted_primary_key[0]
+    _append(conn, connection_id, identity, outcome.occurrences, actor)
+    return connection_id
+
+
+def _options(row: Row[Any]) -> dict[str, Any]:
+    """The options a ``brama_connections`` row stores, in their JSON form."""
+    return Registration(dict(row.metadata), settings_of(row)).as_options()
+
+
 def _find(conn: Connection, identity: Identity, lock: bool = False) -> Row[Any] | None:
     query = select(connections).where(identity.where())
     if lock:
@@ -338,10 +443,6 @@ def _live_permits(
         )
     ).one()
     return int(active), held
-
-
-def _seconds(duration: timedelta | None) -> float | None:
-    return None if duration is None else duration.total_seconds()
 
 
 def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, actor: str) -> None:
@@ -420,6 +521,7 @@ def _append(
                 "cause": _value(occurrence.cause),
                 "probe": occurrence.probe,
                 "actor": actor,
+                "details": occurrence.details,
             }
             for occurrence in occurrences
         ],

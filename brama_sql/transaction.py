@@ -112,15 +112,20 @@ class Transactions:
         *,
         write: bool,
         on_conflict: Callable[[IntegrityError], BramaError | None] | None = None,
+        retry_if: Callable[[IntegrityError], bool] | None = None,
     ) -> T:
         """Run ``body`` in one transaction and commit; retry deadlocks a bounded number of
-        times; turn database failures into :class:`BramaDatabaseError` naming ``operation``,
-        and an integrity error into what ``on_conflict(error)`` returns, if anything."""
+        times, and integrity errors for which ``retry_if(error)`` is true (another writer
+        inserted the same row first: the next attempt finds it); turn database failures into
+        :class:`BramaDatabaseError` naming ``operation``, and an integrity error into what
+        ``on_conflict(error)`` returns, if anything."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 with self.gate:
                     return self._once(body, write)
             except IntegrityError as error:
+                if attempt < ATTEMPTS and retry_if is not None and retry_if(error):
+                    continue
                 conflict = None if on_conflict is None else on_conflict(error)
                 if conflict is not None:
                     raise conflict from error

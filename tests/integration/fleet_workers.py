@@ -95,3 +95,13 @@ def restart_and_report(url: str, identifier: str, failures: int, results: Any) -
         brama.failure(identifier)
     results.put(status.failure_count)
     brama.dispose()
+
+
+def report_on_declared(url: str, identifier: str, count: int, barrier: Any, results: Any) -> None:
+    """Declare ``identifier`` (never registered) and report ``count`` failures on it at once."""
+    brama = Brama(url, connections={identifier: {"failure_threshold": 1_000_000}})
+    barrier.wait()
+    for _ in range(count):
+        brama.failure(identifier, reason="load")
+    results.put(count)
+    brama.dispose()
