@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import threading
 import time
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -23,6 +25,7 @@ from brama_sql.migration import (
     head,
     upgrade,
 )
+from brama_sql.replay import verify
 from brama_sql.schema import metadata
 
 BRAMA_TABLES = {"brama_connections", "brama_events", "brama_permits", VERSION_TABLE}
@@ -167,3 +170,92 @@ def test_migrate_waits_for_another_migration_longer_than_the_lock_wait_limit(
         holder.close()
         engine.dispose()
         brama.dispose()
+
+
+def _metadata_type(conn: Any) -> str:
+    return str(
+        conn.execute(
+            text(
+                "SELECT data_type FROM information_schema.columns "
+                "WHERE table_name = 'brama_connections' AND column_name = 'metadata'"
+            )
+        ).scalar()
+    )
+
+
+def test_revision_0002_keeps_rows_both_ways_and_makes_metadata_jsonb(
+    blank_url: URL, dialect: str
+) -> None:
+    """Upgrade from 0001 with rows present (metadata kept, jsonb on PostgreSQL, legacy
+    registrations still replayed), then downgrade to 0001 with rows present."""
+    engine = create_engine(blank_url)
+    url = blank_url.render_as_string(hide_password=False)
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO brama_connections (identifier, scope, state, failure_count, "
+                    "failure_threshold, expiry, episode, metadata, registered_at) VALUES "
+                    "('legacy', '', 'closed', 1, 5, 60.0, 0, :metadata, :at)"
+                ),
+                {"metadata": '{"owner": "team-a", "tags": ["x", "ü"]}', "at": "2020-01-01"},
+            )
+            connection_id = conn.execute(text("SELECT id FROM brama_connections")).scalar()
+            legacy_log = [
+                ("registered", 0, None, None, None, None),
+                ("failure", 1, None, None, None, None),
+                ("transition", 1, "unknown", "closed", "first failure", "report"),
+            ]
+            for kind, count, before, after, reason, cause in legacy_log:
+                conn.execute(
+                    text(
+                        "INSERT INTO brama_events (connection_id, identifier, scope, kind, "
+                        "occurred_at, failure_count, from_state, to_state, reason, cause, probe) "
+                        "VALUES (:id, 'legacy', '', :kind, :at, :count, :before, :after, "
+                        ":reason, :cause, :probe)"
+                    ),
+                    {
+                        "id": connection_id,
+                        "kind": kind,
+                        "at": "2020-01-02",
+                        "count": count,
+                        "before": before,
+                        "after": after,
+                        "reason": reason,
+                        "cause": cause,
+                        "probe": False,
+                    },
+                )
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert current(conn) == head()
+            if dialect == "postgresql":
+                assert _metadata_type(conn) == "jsonb"
+        brama = Brama(url)
+        status = brama.status("legacy")
+        assert status.metadata == {"owner": "team-a", "tags": ["x", "ü"]}
+        assert status.total_failures == 1
+        # A registration logged before 0002 records no settings: the replay takes them from
+        # the row and puts back the old values of later reconfigurations.
+        assert brama.events("legacy")[0].details is None
+        brama.configure("legacy", failure_threshold=2)
+        brama.configure("legacy", expiry=5.0, failure_threshold=4)
+        brama.failure("legacy")
+        verify(brama.engine, "legacy")
+        brama.dispose()
+
+        downgrade(engine, "0001")
+        with engine.connect() as conn:
+            assert current(conn) == "0001"
+            if dialect == "postgresql":
+                assert _metadata_type(conn) == "json"
+            assert "details" not in {c["name"] for c in inspect(conn).get_columns("brama_events")}
+            stored = conn.execute(text("SELECT metadata FROM brama_connections")).scalar()
+            events_left = conn.execute(text("SELECT count(*) FROM brama_events")).scalar()
+        if isinstance(stored, str):  # psycopg decodes json itself; the others return text
+            stored = json.loads(stored)
+        assert stored == {"owner": "team-a", "tags": ["x", "ü"]}
+        assert events_left == 6  # registered, failure, transition, 2 configured, failure
+    finally:
+        engine.dispose()
