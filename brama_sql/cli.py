@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from sqlalchemy.exc import SQLAlchemyError
 
 from brama_sql import demo as tour
-from brama_sql import migration, replay
+from brama_sql import migration, options, replay
 from brama_sql.brama import Brama
+from brama_sql.circuit import Kind
 from brama_sql.engine import DEFAULT_URL
 from brama_sql.errors import BramaError, InvalidArgumentError, NotRegisteredError, describe
 from brama_sql.records import ConnectionStatus, Event
@@ -179,6 +181,68 @@ def events(
     click.echo(_table(headers, rows, numeric={0, 6}))
 
 
+class _OptionalNumber(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A number, or ``none`` for "no limit"."""
+
+    name = "NUMBER|none"
+
+    def __init__(self, kind: type[int] | type[float]) -> None:
+        self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, (int, float)):
+            return value
+        if str(value).lower() == "none":
+            return None
+        try:
+            return self.kind(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number or 'none'", param, ctx)
+
+
+@main.command()
+@click.argument("identifier")
+@click.option("--scope", default=None, help="The connection's scope (default: unscoped).")
+@click.option("--failure-threshold", type=int, default=None, help="Consecutive failures that trip.")
+@click.option("--expiry", type=float, default=None, metavar="SECONDS", help="Open period.")
+@click.option(
+    "--half-open-max-calls",
+    type=_OptionalNumber(int),
+    default=None,
+    help="Probe permits at once in half-open, or 'none' for no limit.",
+)
+@click.option(
+    "--probe-timeout",
+    type=_OptionalNumber(float),
+    default=None,
+    metavar="SECONDS|none",
+    help="How long a probe permit lasts, or 'none' for the expiry.",
+)
+@click.pass_context
+def configure(
+    ctx: click.Context,
+    identifier: str,
+    scope: str | None,
+    failure_threshold: int | None,
+    expiry: float | None,
+    half_open_max_calls: Any,
+    probe_timeout: Any,
+) -> None:
+    """Change a connection's stored options (logged as a `configured` event)."""
+    brama = _runtime(ctx).brama(ctx)
+    wanted: dict[str, Any] = {"failure_threshold": failure_threshold, "expiry": expiry}
+    for name, value in (
+        ("half_open_max_calls", half_open_max_calls),
+        ("probe_timeout", probe_timeout),
+    ):
+        if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+            wanted[name] = value  # given: a number, or None for "none"
+    before = _shown_options(brama.status(identifier, scope=scope))
+    after = _shown_options(brama.configure(identifier, scope=scope, **wanted))
+    found = options.changes(before, after)
+    click.echo(f"{describe(identifier, scope)}: {options.describe(found) or 'nothing to change'}.")
+
+
 @main.command()
 @click.option(
     "--inactive-after",
@@ -241,6 +305,11 @@ def demo(ctx: click.Context, expiry: float) -> None:
 # -- helpers ----------------------------------------------------------------------------------
 
 
+def _shown_options(item: ConnectionStatus) -> dict[str, Any]:
+    names = ("failure_threshold", "expiry", "half_open_max_calls", "probe_timeout")
+    return {name: getattr(item, name) for name in names}
+
+
 def _still_registered(brama: Brama, item: ConnectionStatus) -> bool:
     try:
         brama.status(item.identifier, scope=item.scope)
@@ -263,6 +332,8 @@ def _text(value: str | None) -> str:
 
 
 def _change(event: Event) -> str:
+    if event.kind is Kind.CONFIGURED and event.details:
+        return options.describe(event.details)
     if event.from_state is None and event.to_state is None:
         return NO_VALUE
     return f"{_text(event.from_state)} -> {_text(event.to_state)}"

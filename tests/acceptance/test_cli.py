@@ -500,3 +500,61 @@ def test_verify_replays_every_log_and_names_a_row_it_does_not_explain(db_url: UR
         assert "'db'" in result.stderr and "failure_count=7" in result.stderr
     finally:
         brama.dispose()
+
+
+def test_configure_changes_options_and_events_show_what_changed(db_url: URL, brama: Brama) -> None:
+    brama.register("svc", scope="shop", failure_threshold=5, expiry=60)
+    for _ in range(3):
+        brama.failure("svc", scope="shop")
+    result = invoke(
+        db_url,
+        "configure",
+        "svc",
+        "--scope",
+        "shop",
+        "--failure-threshold",
+        "3",
+        "--half-open-max-calls",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "'svc' in scope 'shop': failure_threshold 5 -> 3, half_open_max_calls None -> 2.\n"
+    )
+    status = brama.status("svc", scope="shop")
+    assert (status.failure_threshold, status.half_open_max_calls) == (3, 2)
+    assert status.state is State.OPEN  # three failures reach the new threshold
+
+    again = invoke(db_url, "configure", "svc", "--scope", "shop", "--failure-threshold", "3")
+    assert again.output == "'svc' in scope 'shop': nothing to change.\n"
+    lifted = invoke(db_url, "configure", "svc", "--scope", "shop", "--half-open-max-calls", "none")
+    assert lifted.exit_code == 0, lifted.output
+    assert brama.status("svc", scope="shop").half_open_max_calls is None
+
+    header, lines = table(invoke(db_url, "events", "svc").output)
+    configured = [cells(line) for line in lines if " configured " in line]
+    assert [row[5] for row in configured] == [
+        "failure_threshold 5 -> 3, half_open_max_calls None -> 2",
+        "half_open_max_calls 2 -> None",
+    ]
+    assert "CHANGE" in header
+    assert invoke(db_url, "verify").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["ghost", "--expiry", "3"], 1, "is not registered"),
+        (["svc", "--failure-threshold", "0"], 1, "failure_threshold must be between"),
+        (["svc", "--probe-timeout", "soon"], 2, "is not a number or 'none'"),
+    ],
+)
+def test_configure_refuses_bad_input_without_writing(
+    db_url: URL, brama: Brama, args: list[str], code: int, message: str
+) -> None:
+    brama.register("svc")
+    before = brama.events()
+    result = invoke(db_url, "configure", *args)
+    assert result.exit_code == code
+    assert message in result.output
+    assert brama.events() == before
