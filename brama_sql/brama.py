@@ -305,7 +305,12 @@ class Brama:
             wanted["half_open_max_calls"] = _max_calls(half_open_max_calls)
         if probe_timeout is not UNSET:
             wanted["probe_timeout"] = validation.optional_seconds(probe_timeout, "probe_timeout")
-        return self._store.configure(identity, wanted, self.actor())
+        status = self._store.configure(identity, wanted, self.actor())
+        declared = self._declarations.get(identity)
+        if declared is not None:
+            # Chosen here on purpose: the declaration must not undo it on the next call.
+            self._declarations.compared(identity, declared)
+        return status
 
     def _registration(
         self,

@@ -272,11 +272,15 @@ def configure(
     circuit: Circuit, settings: Settings, now: datetime, changes: dict[str, Any]
 ) -> Outcome:
     """Apply new options (``settings`` are the new ones; ``changes`` holds the ``old`` and
-    ``new`` values of what changed): one ``configured`` event, and when a lowered
-    ``failure_threshold`` is already reached by a closed circuit's count, the trip to open.
+    ``new`` values of what changed): one ``configured`` event, then what the new options
+    decide at once:
 
-    Call :func:`expire` with the old settings first. An open circuit keeps its ``opened_at``:
-    a new ``expiry`` counts from there.
+    - a closed circuit whose count reaches a lowered ``failure_threshold`` opens;
+    - an open circuit keeps its ``opened_at`` and a new ``expiry`` counts from there; when that
+      has already elapsed, it becomes half-open now (dated ``now``, not at the elapsed instant,
+      so that the log never goes back in time).
+
+    Call :func:`expire` with the old settings first.
     """
     count = circuit.failure_count
     event = Occurrence(Kind.CONFIGURED, now, count, details=changes)
@@ -284,6 +288,11 @@ def configure(
         opened = _opened(circuit, now)
         moved = _transition(circuit, opened, now, Cause.CONFIGURED, "failure threshold lowered")
         return Outcome(opened, (event, moved))
+    expires_at = circuit.expires_at(settings)
+    if expires_at is not None and expires_at <= now:
+        half_open = replace(circuit, state=State.HALF_OPEN)
+        moved = _transition(circuit, half_open, now, Cause.EXPIRY, "expiry elapsed")
+        return Outcome(half_open, (event, moved))
     return Outcome(circuit, (event,))
 
 

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -237,10 +237,15 @@ def configure(
     ):
         if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
             wanted[name] = value  # given: a number, or None for "none"
-    before = _shown_options(brama.status(identifier, scope=scope))
-    after = _shown_options(brama.configure(identifier, scope=scope, **wanted))
-    found = options.changes(before, after)
-    click.echo(f"{describe(identifier, scope)}: {options.describe(found) or 'nothing to change'}.")
+    started = datetime.now(timezone.utc)
+    brama.configure(identifier, scope=scope, **wanted)
+    made = [
+        event
+        for event in brama.events(identifier, scope=scope, since=started)
+        if event.kind is Kind.CONFIGURED and event.actor == brama.actor()
+    ]
+    changed = _change(made[-1]) if made else "nothing to change"
+    click.echo(f"{describe(identifier, scope)}: {changed}.")
 
 
 @main.command()
@@ -303,11 +308,6 @@ def demo(ctx: click.Context, expiry: float) -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _shown_options(item: ConnectionStatus) -> dict[str, Any]:
-    names = ("failure_threshold", "expiry", "half_open_max_calls", "probe_timeout")
-    return {name: getattr(item, name) for name in names}
 
 
 def _still_registered(brama: Brama, item: ConnectionStatus) -> bool:

@@ -129,6 +129,8 @@ class Store:
                 )
                 if new_settings.half_open_max_calls is None:
                     _drop_permits(conn, row.id)  # no longer limited: nothing settles them
+                elif new_settings.permit_lifetime < settings.permit_lifetime:
+                    _shorten_permits(conn, row.id, new_settings.permit_lifetime)
                 _save(conn, row, before, outcome, actor)
             (fresh,) = conn.execute(with_metrics(connections.c.id == row.id)).all()
             return status_of(fresh, now)
@@ -483,6 +485,22 @@ def _drop_permits(
     ids = list(conn.execute(query).scalars())
     if ids:
         conn.execute(delete(permits).where(permits.c.id.in_(ids)))
+
+
+def _shorten_permits(conn: Connection, connection_id: int, lifetime: timedelta) -> None:
+    """Make claimed permits expire ``lifetime`` after they were claimed, if that is sooner."""
+    claimed = conn.execute(
+        select(permits.c.id, permits.c.claimed_at, permits.c.expires_at).where(
+            permits.c.connection_id == connection_id
+        )
+    ).all()
+    for permit in claimed:
+        if permit.claimed_at + lifetime < permit.expires_at:
+            conn.execute(
+                update(permits)
+                .where(permits.c.id == permit.id)
+                .values(expires_at=permit.claimed_at + lifetime)
+            )
 
 
 def _remove(conn: Connection, row: Row[Any], now: datetime, kind: Kind, actor: str) -> None:

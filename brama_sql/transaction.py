@@ -125,6 +125,7 @@ class Transactions:
                     return self._once(body, write)
             except IntegrityError as error:
                 if attempt < ATTEMPTS and retry_if is not None and retry_if(error):
+                    _pause(attempt)
                     continue
                 conflict = None if on_conflict is None else on_conflict(error)
                 if conflict is not None:
@@ -132,7 +133,7 @@ class Transactions:
                 raise BramaDatabaseError(operation, error.orig or error) from error
             except DBAPIError as error:
                 if attempt < ATTEMPTS and _retryable(error):
-                    time.sleep(random.uniform(0.005, 0.02) * attempt)
+                    _pause(attempt)
                     continue
                 if _missing_table(error):
                     self._schema_checked = False
@@ -207,6 +208,12 @@ class Transactions:
             with conn.begin():
                 migration.check(conn)
             self._schema_checked = True
+
+
+def _pause(attempt: int) -> None:
+    """A short random wait before another attempt, longer after each, so that racing writers
+    do not collide again in step."""
+    time.sleep(random.uniform(0.005, 0.02) * attempt)
 
 
 def _missing_table(error: DBAPIError) -> bool:

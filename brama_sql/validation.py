@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from brama_sql.errors import ArgumentTypeError, InvalidArgumentError
@@ -13,6 +14,13 @@ from brama_sql.schema import IDENTIFIER_LENGTH, REASON_LENGTH
 
 METADATA_BYTES = 65_536
 """The largest metadata accepted, in bytes of its JSON encoding."""
+METADATA_DEPTH = 16
+"""The deepest nesting of dicts and lists accepted in metadata (the top dict is level 1).
+MariaDB refuses JSON nested deeper than 32, and a ``configured`` event nests the metadata two
+levels down in its details."""
+EXACT_FLOAT_LIMIT = 1e16
+"""From this magnitude on, a float's JSON text has an exponent; PostgreSQL's ``jsonb`` prints
+it back as the integer the text names, which is another number unless the float is whole."""
 MAX_SECONDS = 10 * 365 * 86_400.0
 """The longest duration accepted for ``expiry`` and ``inactive_after``: ten years."""
 MAX_LOCK_WAIT = 3600.0
@@ -59,6 +67,7 @@ def metadata(value: object) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise ArgumentTypeError(f"metadata must be a dict, not {type(value).__name__}")
+    _check_depth(value, 1)
     try:
         encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as error:
@@ -69,6 +78,13 @@ def metadata(value: object) -> dict[str, Any]:
         )
     for text in _strings(value):
         _storable_text(text, "metadata")
+    for number in _floats(value):
+        if abs(number) >= EXACT_FLOAT_LIMIT and int(Decimal(repr(number))) != number:
+            raise InvalidArgumentError(
+                f"metadata number {number!r} cannot be stored exactly on every database "
+                "(PostgreSQL's jsonb reads it back as another, whole number): store it as a "
+                "string or an int"
+            )
     size = len(encoded.encode("utf-8"))
     if size > METADATA_BYTES:
         raise InvalidArgumentError(
@@ -147,6 +163,31 @@ def limit(value: object) -> int | None:
     if value < 0:
         raise InvalidArgumentError(f"limit must not be negative, not {value}")
     return None if value > MAX_LIMIT else value
+
+
+def _check_depth(value: object, level: int) -> None:
+    """Refuse dicts and lists nested deeper than :data:`METADATA_DEPTH` (before encoding, so
+    no depth reaches Python's recursion limit)."""
+    if not isinstance(value, (dict, list)):
+        return
+    if level > METADATA_DEPTH:
+        raise InvalidArgumentError(
+            f"metadata must be nested at most {METADATA_DEPTH} levels deep (dicts and lists)"
+        )
+    for item in value.values() if isinstance(value, dict) else value:
+        _check_depth(item, level + 1)
+
+
+def _floats(value: object) -> Iterator[float]:
+    """Every float in a decoded JSON value."""
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _floats(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _floats(item)
 
 
 def _strings(value: object) -> Iterator[str]:

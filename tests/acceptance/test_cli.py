@@ -528,14 +528,21 @@ def test_configure_changes_options_and_events_show_what_changed(db_url: URL, bra
     again = invoke(db_url, "configure", "svc", "--scope", "shop", "--failure-threshold", "3")
     assert again.output == "'svc' in scope 'shop': nothing to change.\n"
     lifted = invoke(db_url, "configure", "svc", "--scope", "shop", "--half-open-max-calls", "none")
-    assert lifted.exit_code == 0, lifted.output
+    assert lifted.output == "'svc' in scope 'shop': half_open_max_calls 2 -> None.\n"
     assert brama.status("svc", scope="shop").half_open_max_calls is None
+    # The stored probe_timeout (None: the expiry), not the effective one, is what changes.
+    timed = invoke(db_url, "configure", "svc", "--scope", "shop", "--probe-timeout", "60")
+    assert timed.output == "'svc' in scope 'shop': probe_timeout None -> 60.0.\n"
+    untimed = invoke(db_url, "configure", "svc", "--scope", "shop", "--probe-timeout", "none")
+    assert untimed.output == "'svc' in scope 'shop': probe_timeout 60.0 -> None.\n"
 
     header, lines = table(invoke(db_url, "events", "svc").output)
     configured = [cells(line) for line in lines if " configured " in line]
     assert [row[5] for row in configured] == [
         "failure_threshold 5 -> 3, half_open_max_calls None -> 2",
         "half_open_max_calls 2 -> None",
+        "probe_timeout None -> 60.0",
+        "probe_timeout 60.0 -> None",
     ]
     assert "CHANGE" in header
     assert invoke(db_url, "verify").exit_code == 0

@@ -207,3 +207,45 @@ def test_bad_options_are_refused_before_anything_is_written(
     with pytest.raises(error):
         brama.configure("svc", **options)
     assert brama.events("svc") == before
+
+
+def test_a_new_expiry_that_already_elapsed_half_opens_the_circuit_now(
+    brama: Brama, assert_log_explains_row: LogCheck
+) -> None:
+    with freeze_time(START) as frozen:
+        brama.register("svc", failure_threshold=1, expiry=100)
+        brama.failure("svc")
+        frozen.move_to(START + timedelta(seconds=50))
+        status = brama.configure("svc", expiry=10)
+    assert status.state is State.HALF_OPEN
+    assert status.state_changed_at == START + timedelta(seconds=50)
+    configured, moved = brama.events("svc")[-2:]
+    assert configured.kind is Kind.CONFIGURED
+    assert (moved.cause, moved.from_state, moved.to_state, moved.occurred_at) == (
+        Cause.EXPIRY,
+        State.OPEN,
+        State.HALF_OPEN,
+        START + timedelta(seconds=50),
+    )
+    times = [event.occurred_at for event in brama.events("svc")]
+    assert times == sorted(times), "the log never goes back in time"
+    assert_log_explains_row(brama, "svc")
+
+
+def test_a_shorter_probe_timeout_shortens_the_permits_already_claimed(
+    make_brama: Callable[..., Brama], assert_log_explains_row: LogCheck
+) -> None:
+    first, second = make_brama(), make_brama()
+    with freeze_time(START) as frozen:
+        first.register("svc", failure_threshold=1, expiry=10, half_open_max_calls=1)
+        first.failure("svc")
+        frozen.move_to(START + timedelta(seconds=10))
+        assert first.available("svc") is True  # claims the permit, lasting the expiry (10 s)
+        first.configure("svc", probe_timeout=2)
+        frozen.move_to(START + timedelta(seconds=11))
+        assert second.available("svc") is False
+        frozen.move_to(START + timedelta(seconds=12))
+        assert second.available("svc") is True  # the stuck probe's permit expired at 12 s
+        second.success("svc")
+    assert first.status("svc").state is State.CLOSED
+    assert_log_explains_row(first, "svc")

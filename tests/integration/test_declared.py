@@ -236,3 +236,11 @@ def test_bad_declarations_are_refused_before_anything_is_written(
 def test_reconfigure_must_be_a_bool(make_brama: MakeBrama) -> None:
     with pytest.raises(ArgumentTypeError, match="reconfigure must be a bool"):
         make_brama(reconfigure="yes")
+
+
+def test_an_explicit_configure_is_not_undone_by_the_declaration(make_brama: MakeBrama) -> None:
+    brama = make_brama(connections={"svc": {"failure_threshold": 5}}, reconfigure=True)
+    brama.configure("svc", failure_threshold=2)
+    brama.failure("svc")
+    assert brama.status("svc").failure_threshold == 2
+    assert _kinds(brama, "svc").count(Kind.CONFIGURED) == 1

@@ -461,3 +461,31 @@ def test_read_refuses_naive_or_non_datetime_clock_values(
     with pytest.raises(error, match="clock") as caught:
         read(lambda: value)  # type: ignore[arg-type, return-value]
     assert isinstance(caught.value, BramaError)
+
+
+def test_metadata_nesting_is_limited_the_same_on_every_dialect() -> None:
+    """16 levels of dicts and lists are accepted, 17 are not (MariaDB refuses JSON deeper than
+    32, and a configured event nests the metadata two levels down)."""
+    assert validation.metadata(_deeply_nested(validation.METADATA_DEPTH - 1))
+    _refuses(
+        lambda: validation.metadata(_deeply_nested(validation.METADATA_DEPTH)),
+        InvalidArgumentError,
+        "metadata",
+    )
+    _refuses(
+        lambda: validation.metadata({"a": [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}),
+        InvalidArgumentError,
+        "metadata",
+    )
+
+
+@pytest.mark.parametrize("number", [1e16, -1e16, 2.0**53, 123.5, 1e-7, 1.7976931348623157e-300])
+def test_metadata_keeps_floats_that_every_database_reads_back_equal(number: float) -> None:
+    assert validation.metadata({"n": number}) == {"n": number}
+
+
+@pytest.mark.parametrize("number", [1e23, -1.5e300, 2.0**60, 9.87654321e25])
+def test_metadata_refuses_floats_that_jsonb_would_read_back_as_another_number(
+    number: float,
+) -> None:
+    _refuses(lambda: validation.metadata({"n": [number]}), InvalidArgumentError, "metadata")
