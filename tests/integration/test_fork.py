@@ -345,6 +345,42 @@ def test_a_fork_that_skips_pythons_handlers_is_caught_before_first_use(
     report_in_children(brama, Tracker(brama.engine), c_fork=True, reports=REPORTS // 2)
 
 
+def test_an_in_memory_database_is_per_process() -> None:
+    """``sqlite://`` keeps its one connection in a child, which reaches the child's own copy of
+    the database; a thread of the parent that held the gate at the fork does not block it."""
+    brama = Brama("sqlite://", failure_threshold=10**6)
+    brama.migrate()
+    brama.register(IDENTIFIER)
+    brama.failure(IDENTIFIER)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_gate() -> None:
+        with brama._transactions.gate:
+            holding.set()
+            release.wait(WAIT_S)
+
+    holder = threading.Thread(target=hold_the_gate)
+    holder.start()
+    try:
+        assert holding.wait(WAIT_S)
+
+        def work(answers: Connection) -> None:
+            for _ in range(10):
+                brama.failure(IDENTIFIER)
+            answers.send(brama.status(IDENTIFIER).failure_count)
+            verify(brama.engine, IDENTIFIER)
+
+        with Children() as children:
+            children.os_fork(work)
+            (in_child,) = children.collect()
+    finally:
+        release.set()
+        holder.join(WAIT_S)
+    assert in_child == 11
+    assert brama.status(IDENTIFIER).failure_count == 1, "the child wrote to its own copy"
+    brama.dispose()
+
+
 # -- gunicorn --preload ------------------------------------------------------------------------
 
 WORKERS = 4
