@@ -11,6 +11,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
+from brama_sql.errors import InvalidArgumentError
+
 logger = logging.getLogger("brama_sql")
 
 DEFAULT_URL = "sqlite:///brama.db"
@@ -26,6 +28,10 @@ with TCP keepalives. Every brama_sql statement is short; only a migration may ta
 
 MIGRATION_WAIT_S = 120
 """How long a migration may wait for SQLite's write lock (another process migrating)."""
+SYNCHRONOUS = "synchronous"
+"""The query parameter of an SQLite URL that chooses how durable a commit is:
+``?synchronous=full`` (the default) or ``?synchronous=normal`` (see :func:`build`)."""
+SYNCHRONOUS_MODES = ("full", "normal")
 
 
 def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> Engine:
@@ -40,7 +46,9 @@ def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> En
     - MySQL/MariaDB: ``innodb_lock_wait_timeout`` (whole seconds), READ COMMITTED (a locking
       read and the plain reads after it then see the same, latest rows, and no gap locks),
       connect, read and write timeouts.
-    - SQLite: WAL journaling, the busy timeout, and transactions that brama_sql begins itself:
+    - SQLite: WAL journaling, ``synchronous=FULL`` (every commit on disk before it returns;
+      the URL's ``?synchronous=normal`` opts into NORMAL, which a power loss or OS crash may
+      cost the last commits), the busy timeout, and transactions that brama_sql begins itself:
       ``BEGIN IMMEDIATE`` for a write (the database's write lock is taken before the row is
       read: SQLite's ``SELECT ... FOR UPDATE``) and a plain ``BEGIN`` for a read.
 
@@ -65,6 +73,8 @@ def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> En
         )
     if backend != "sqlite":
         return create_engine(parsed, pool_pre_ping=True)
+    synchronous = _sqlite_synchronous(parsed)
+    parsed = parsed.difference_update_query([SYNCHRONOUS])
     memory = parsed.database in (None, "", ":memory:")
     options: dict[str, Any] = {}
     if memory:
@@ -72,7 +82,9 @@ def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> En
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     engine = create_engine(parsed, **options)
     busy = MIGRATION_WAIT_S if migrating else lock_timeout
-    _take_over_sqlite_transactions(engine, wal=not memory, busy_ms=milliseconds(busy))
+    _take_over_sqlite_transactions(
+        engine, wal=not memory, busy_ms=milliseconds(busy), synchronous=synchronous
+    )
     return engine
 
 
@@ -125,16 +137,35 @@ def _unless_in(url: URL, arguments: dict[str, Any], **defaults: Any) -> dict[str
     return arguments
 
 
-def _take_over_sqlite_transactions(engine: Engine, wal: bool, busy_ms: int) -> None:
+def _sqlite_synchronous(url: URL) -> str:
+    """The SQLite URL's ``synchronous`` parameter (``full`` unless it says ``normal``), which
+    brama_sql takes out of the URL before the driver sees it."""
+    given = url.query.get(SYNCHRONOUS, SYNCHRONOUS_MODES[0])
+    value = given if isinstance(given, str) else given[-1]
+    if value.lower() not in SYNCHRONOUS_MODES:
+        raise InvalidArgumentError(
+            f"the SQLite URL parameter {SYNCHRONOUS} must be "
+            f"{' or '.join(map(repr, SYNCHRONOUS_MODES))}, not {value!r}",
+            argument="url",
+        )
+    return value.lower()
+
+
+def _take_over_sqlite_transactions(
+    engine: Engine, wal: bool, busy_ms: int, synchronous: str = "full"
+) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Stop pysqlite from beginning transactions lazily; brama_sql emits BEGIN itself.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        if wal and _use_wal(cursor):
-            # Durable across process crashes; a power loss may lose the last transactions.
-            cursor.execute("PRAGMA synchronous = NORMAL")
+        in_wal = wal and _use_wal(cursor)
+        # FULL: a commit is on disk before it returns, also across an OS crash or power loss.
+        # NORMAL (opted into) is safe only in WAL mode: a power loss may then lose the last
+        # commits, never corrupt the file; in a rollback journal it could corrupt it.
+        durable = synchronous == "full" or not in_wal
+        cursor.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
