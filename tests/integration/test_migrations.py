@@ -140,10 +140,13 @@ def test_concurrent_migrations_from_several_processes(blank_url: URL) -> None:
 
 
 def test_migrate_waits_for_another_migration_longer_than_the_lock_wait_limit(
-    db_url: URL, dialect: str
+    blank_url: URL, dialect: str
 ) -> None:
-    """The lock wait limit is for calls; a migration waits for another process's migration."""
-    engine = create_engine(db_url)
+    """The lock wait limit is for calls; a migration waits for another process's migration.
+    (The database is behind: on a current one migrate() takes no lock, see
+    test_migrate_on_a_current_database_takes_no_lock.)"""
+    engine = create_engine(blank_url)
+    upgrade(engine, "0001")
     holder = engine.connect()
     if dialect == "postgresql":
         holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
@@ -158,18 +161,64 @@ def test_migrate_waits_for_another_migration_longer_than_the_lock_wait_limit(
             holder.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
         holder.rollback()
 
-    brama = Brama(db_url.render_as_string(hide_password=False), lock_timeout=0.5)
+    brama = Brama(blank_url.render_as_string(hide_password=False), lock_timeout=0.5)
     releaser = threading.Thread(target=release)
     releaser.start()
     try:
         started = time.monotonic()
         brama.migrate()
         assert time.monotonic() - started > 1.5, "it waited for the other migration"
+        with engine.connect() as conn:
+            assert current(conn) == head()
     finally:
         releaser.join()
         holder.close()
         engine.dispose()
         brama.dispose()
+
+
+def test_migrate_on_a_current_database_takes_no_lock(db_url: URL, dialect: str) -> None:
+    """migrate() reads the revision first and returns without waiting for another writer:
+    SQLite's write lock (BEGIN IMMEDIATE) or the migration lock held elsewhere."""
+    brama = Brama(db_url.render_as_string(hide_password=False), lock_timeout=5)
+    brama.connections()  # as an application would: on SQLite the file is in WAL from here
+    engine = create_engine(db_url)
+    holder = engine.connect()
+    if dialect == "postgresql":
+        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+    elif dialect == "mysql":
+        holder.execute(text("SELECT GET_LOCK(:name, 5)"), {"name": LOCK_NAME})
+    else:
+        holder.exec_driver_sql("BEGIN IMMEDIATE")
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            brama.migrate()
+        except BaseException as error:  # reported below
+            failed.append(error)
+        finally:
+            done.set()
+
+    migrating = threading.Thread(target=migrate)
+    started = time.monotonic()
+    migrating.start()
+    try:
+        # Waiting for the lock would take the migration wait (60 s, 120 s, or forever).
+        assert done.wait(10), "migrate() waited for the lock"
+        assert time.monotonic() - started < 3
+        assert failed == []
+    finally:
+        if dialect == "mysql":
+            holder.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+        holder.rollback()
+        holder.close()
+        migrating.join(10)
+        engine.dispose()
+        brama.dispose()
+    with brama.engine.connect() as conn:
+        assert current(conn) == head()
 
 
 def _metadata_type(conn: Any) -> str:
