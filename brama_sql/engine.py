@@ -124,6 +124,7 @@ def _mysql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=read_timeout,
         write_timeout=IO_TIMEOUT_S,
+        charset="utf8mb4",  # any text, whatever the server's default character set
     )
 
 

@@ -29,6 +29,10 @@ as a real scope, so ``UNIQUE (identifier, scope)`` holds on every dialect withou
 TABLE_PREFIX = "brama_"
 BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 """A 64-bit key (SQLite autoincrements only an ``INTEGER PRIMARY KEY``)."""
+MYSQL_CHARSET = "utf8mb4"
+"""The character set of every brama_sql table and text column on MariaDB/MySQL, whatever the
+database's default (``latin1`` on MariaDB before 11.6): any reason, actor or metadata fits.
+``ExactString`` columns add their binary collation; the others take utf8mb4's default one."""
 JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
 """A JSON value: ``jsonb`` on PostgreSQL (indexable, ``@>`` queries, Django's ``JSONField``),
 ``JSON`` on MySQL/MariaDB (text checked by ``json_valid`` on MariaDB), text on SQLite."""
@@ -59,6 +63,7 @@ connections = Table(
     Column("registered_at", UTCDateTime(), nullable=False),
     UniqueConstraint("identifier", "scope"),
     sqlite_autoincrement=True,
+    mysql_charset=MYSQL_CHARSET,
 )
 """One row per registered connection: its circuit and its options."""
 
@@ -84,6 +89,7 @@ events = Table(
     Index(None, "identifier", "scope", "id"),
     Index(None, "occurred_at"),
     sqlite_autoincrement=True,
+    mysql_charset=MYSQL_CHARSET,
 )
 """The append-only log: rows are inserted, never updated. ``connection_id`` is the id the
 connection's row had (no foreign key: the history outlives the row)."""
@@ -98,6 +104,7 @@ permits = Table(
     Column("claimed_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Index(None, "connection_id", "episode", "expires_at"),
+    mysql_charset=MYSQL_CHARSET,
 )
 """Probe permits of half-open circuits whose ``half_open_max_calls`` is set: one row per caller
 let through, until its report settles it or ``expires_at`` passes. Only ever touched while the

@@ -47,11 +47,12 @@ class ServerDatabases:
         self.admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         self.created: list[str] = []
 
-    def create(self) -> URL:
+    def create(self, charset: str = "utf8mb4") -> URL:
+        """A new database; on MariaDB/MySQL with the default character set ``charset``."""
         name = f"brama_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         with self.admin.connect() as conn:
             if self.dialect == "mysql":
-                conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+                conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET {charset}"))
             else:
                 conn.execute(text(f"CREATE DATABASE {name}"))
         self.created.append(name)
@@ -147,6 +148,19 @@ def blank_url(dialect: str, tmp_path: Any, servers: dict[str, ServerDatabases]) 
         return
     server = _server(servers, dialect)
     url = server.create()
+    yield url
+    server.drop(url)
+
+
+@pytest.fixture
+def latin1_url(dialect: str, blank_url: URL, servers: dict[str, ServerDatabases]) -> Iterator[URL]:
+    """A new, empty database; on MariaDB/MySQL one whose default character set is ``latin1``
+    (the server default before MariaDB 11.6), dropped after the test."""
+    if dialect != "mysql":
+        yield blank_url
+        return
+    server = _server(servers, dialect)
+    url = server.create(charset="latin1")
     yield url
     server.drop(url)
 
