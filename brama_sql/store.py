@@ -8,6 +8,7 @@ events, commit. Nothing here runs the caller's own work, so no lock outlives a c
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, overload
@@ -19,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
 from brama_sql.clock import Clock, database_now, read
-from brama_sql.errors import AlreadyRegisteredError, NotRegisteredError
+from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
 from brama_sql.options import Changes, Registration, changes
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.rows import (
@@ -41,6 +42,8 @@ Declared = Callable[[Identity], "Registration | None"]
 """The declared options of a connection, or ``None`` when it was not declared."""
 DECLARED = "declared"
 """The reason of the ``registered`` event of a connection registered from its declaration."""
+
+logger = logging.getLogger("brama_sql")
 
 
 def _undeclared(_identity: Identity) -> Registration | None:
@@ -226,24 +229,33 @@ class Store:
         return self.run("unregister", body, write=True)
 
     def cleanup(self, inactive_after: timedelta, actor: str) -> int:
-        """Remove connections whose last activity is older than ``inactive_after``.
+        """Remove connections whose last activity is older than ``inactive_after``; return
+        exactly how many were removed.
 
-        Activity is the newest event, or a due expiry that no write has persisted yet.
+        Activity is the newest event, or a due expiry that no write has persisted yet. Each
+        candidate is removed in a transaction of its own. A row locked elsewhere belongs to a
+        call in progress, so it is active: it is skipped, without waiting (``SKIP LOCKED`` on
+        PostgreSQL and MariaDB/MySQL). On SQLite the whole database is one lock: when another
+        writer holds it past the lock wait limit, the run ends there, the remaining candidates
+        are left for the next one, and the count of those removed is returned. Any other
+        database failure raises (the count removed so far is logged).
         """
 
         def candidates(conn: Connection) -> list[Identity]:
             cutoff = self.now(conn) - inactive_after
             rows = conn.execute(
-                select(connections.c.identifier, connections.c.scope).where(
-                    _last_activity() < cutoff
-                )
+                select(connections.c.identifier, connections.c.scope)
+                .where(_last_activity() < cutoff)
+                .order_by(connections.c.id)
             )
             return [Identity(row.identifier, api_scope(row.scope)) for row in rows]
 
         def remove_if_idle(conn: Connection, identity: Identity) -> bool:
-            row = _find(conn, identity, lock=True)
+            row = conn.execute(
+                select(connections).where(identity.where()).with_for_update(skip_locked=True)
+            ).one_or_none()
             if row is None:
-                return False
+                return False  # removed meanwhile, or locked by a call in progress: active
             now = self.now(conn)
             last = conn.execute(
                 select(_last_activity()).where(connections.c.id == row.id)
@@ -258,10 +270,23 @@ class Store:
 
         removed = 0
         for identity in self.run("cleanup", candidates, write=False):
-            if self.run(
-                "cleanup", functools.partial(remove_if_idle, identity=identity), write=True
-            ):
-                removed += 1
+            try:
+                gone = self.run(
+                    "cleanup", functools.partial(remove_if_idle, identity=identity), write=True
+                )
+            except BramaDatabaseError as error:
+                if not _lock_wait_ran_out(error):
+                    if removed:
+                        logger.warning("cleanup() removed %d connections, then failed", removed)
+                    raise
+                logger.warning(
+                    "cleanup() removed %d connections and leaves the others for its next run: "
+                    "the database stayed locked by another writer (%s)",
+                    removed,
+                    error,
+                )
+                break
+            removed += gone
         return removed
 
     @overload
@@ -557,3 +582,29 @@ def _last_activity() -> Any:
         .where(events.c.connection_id == connections.c.id)
         .scalar_subquery()
     )
+
+
+SQLITE_BUSY_CODES = {5, 6}
+"""SQLITE_BUSY and SQLITE_LOCKED."""
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE of a lock wait that reached ``lock_timeout``."""
+MYSQL_LOCK_WAIT_TIMEOUT = 1205
+
+
+def _lock_wait_ran_out(error: BaseException) -> bool:
+    """Whether ``error``, or an error that caused it, is a lock wait that reached its limit:
+    SQLite's busy database, PostgreSQL's ``lock_timeout``, MySQL's lock wait timeout."""
+    seen: BaseException | None = error
+    while seen is not None:
+        original = getattr(seen, "orig", None) or seen
+        if getattr(original, "sqlite_errorcode", None) in SQLITE_BUSY_CODES:
+            return True
+        if "database is locked" in str(original) or "database table is locked" in str(original):
+            return True  # SQLite before Python 3.11 names no error code
+        if getattr(original, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            return True
+        args: tuple[Any, ...] = getattr(original, "args", ())
+        if args and args[0] == MYSQL_LOCK_WAIT_TIMEOUT:
+            return True
+        seen = seen.__cause__
+    return False
