@@ -346,6 +346,7 @@ def test_a_fork_that_skips_pythons_handlers_is_caught_before_first_use(
     report_in_children(brama, Tracker(brama.engine), c_fork=True, reports=REPORTS // 2)
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_an_in_memory_database_is_per_process() -> None:
     """``sqlite://`` keeps its one connection in a child, which reaches the child's own copy of
     the database; a thread of the parent that held the gate at the fork does not block it."""
