@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import ColumnElement, true
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -134,15 +134,16 @@ class Brama:
         if isinstance(url, Engine):
             self.engine, owns_engine = url, False
         elif isinstance(url, (str, URL)):
+            url = _database_url(url)
             try:
                 self.engine, owns_engine = engines.build(url, self.lock_timeout), True
             except ArgumentError as error:
                 raise InvalidArgumentError(
-                    f"url {url!s} cannot be used: {error}", argument="url"
+                    f"url {_shown(url)} cannot be used: {error}", argument="url"
                 ) from error
             except ImportError as error:
                 raise InvalidArgumentError(
-                    f"url {url!s} needs a driver that is not installed ({error}): install "
+                    f"url {_shown(url)} needs a driver that is not installed ({error}): install "
                     "brama_sql[postgres] for PostgreSQL, brama_sql[mysql] for MySQL/MariaDB",
                     argument="url",
                 ) from error
@@ -572,3 +573,30 @@ def _declared_options(
 
 def _identity(identifier: object, scope: object) -> Identity:
     return Identity(validation.identifier(identifier), validation.scope(scope))
+
+
+def _database_url(url: str | URL) -> URL:
+    """``url`` parsed, with a port from 1 to 65535 if it names one. A URL that cannot be
+    parsed is an :class:`InvalidArgumentError` that does not repeat it (it may hold a
+    password)."""
+    try:
+        parsed = make_url(url)
+        port = parsed.port
+    except (ArgumentError, ValueError, TypeError) as error:
+        problem = " (its port is not a number)" if isinstance(error, ValueError) else ""
+        raise InvalidArgumentError(
+            f"url cannot be parsed as a database URL{problem}: "
+            "dialect+driver://user:password@host:port/database, or sqlite:///path",
+            argument="url",
+        ) from None
+    if port is not None and not 0 < port < 65536:
+        raise InvalidArgumentError(
+            f"url {_shown(parsed)} names port {port}, not one from 1 to 65535", argument="url"
+        )
+    return parsed
+
+
+def _shown(url: URL) -> str:
+    """``url`` for a message: its password, and any query parameter named like one, hidden."""
+    secret = {name: "hidden" for name in url.query if "password" in name.lower()}
+    return url.update_query_dict(secret).render_as_string(hide_password=True)

@@ -9,10 +9,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from brama_sql import demo as tour
@@ -35,16 +37,43 @@ class Runtime:
     sleep: Callable[[float], None] = time.sleep
     """How the demo waits out its expiry."""
 
-    def brama(self, ctx: click.Context, **options: Any) -> Brama:
-        """A :class:`Brama` on ``url``, disposed when the command ends."""
+    def brama(self, ctx: click.Context, *, creates: bool = False, **options: Any) -> Brama:
+        """A :class:`Brama` on ``url``, disposed when the command ends.
+
+        Unless the command ``creates`` the database (``migrate``, ``demo``), an SQLite file
+        that does not exist is an error: opening it would create an empty file at a mistyped
+        path.
+        """
         try:
             brama = Brama(self.url, **options)
         except InvalidArgumentError as error:
             if error.argument != "url":
                 raise
-            raise click.BadParameter(str(error), param_hint="'--url'") from None
+            raise _UnusableUrl(f"Invalid value for '--url': {_one_line(error)}") from None
         ctx.call_on_close(brama.dispose)
+        if not creates:
+            _require_sqlite_file(brama.engine.url)
         return brama
+
+
+class _UnusableUrl(click.ClickException):
+    """A URL brama_sql cannot use: one line on stderr, and exit code 2, as for usage errors."""
+
+    exit_code = 2
+
+
+def _require_sqlite_file(url: URL) -> None:
+    """Raise a one-line error when ``url`` names an SQLite file that does not exist."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return
+    assert database is not None
+    if str(url.query.get("uri", "")).lower() in ("true", "1") or database.startswith("file:"):
+        return  # an SQLite URI: its own mode= says whether it may create the file
+    if not Path(database).exists():
+        raise click.ClickException(
+            f"no SQLite database at {database}: check --url, or create it with `brama-sql migrate`"
+        )
 
 
 class _Group(click.Group):
@@ -87,7 +116,7 @@ def main(ctx: click.Context, url: str) -> None:
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Create or upgrade brama_sql's tables to the newest revision (idempotent)."""
-    brama = _runtime(ctx).brama(ctx)
+    brama = _runtime(ctx).brama(ctx, creates=True)
     before = _revision(brama)
     brama.migrate()
     after = _revision(brama)
@@ -303,7 +332,7 @@ def verify(ctx: click.Context) -> None:
 def demo(ctx: click.Context, expiry: float) -> None:
     """Watch a circuit trip, wait, probe and recover (the history stays in the database)."""
     runtime = _runtime(ctx)
-    brama = runtime.brama(ctx)
+    brama = runtime.brama(ctx, creates=True)
     tour.run(brama, click.echo, sleep=runtime.sleep, expiry=expiry)
 
 

@@ -12,6 +12,11 @@ from brama_sql.errors import ArgumentTypeError, InvalidArgumentError
 
 Clock = Callable[[], datetime]
 """A callable returning the current time as an aware datetime."""
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+"""The times brama_sql accepts from a clock: from 1970 (nothing it logs is older) to before the
+year 9000, which leaves room for expiries, permits and durations of up to ten years before the
+year 9999, the last that MariaDB/MySQL's ``DATETIME`` and Python's ``datetime`` hold."""
 
 
 def system_clock() -> datetime:
@@ -26,7 +31,24 @@ def read(clock: Clock) -> datetime:
         raise ArgumentTypeError(f"the clock returned {type(now).__name__}, not a datetime")
     if now.tzinfo is None or now.utcoffset() is None:
         raise InvalidArgumentError("the clock returned a naive datetime; it must be timezone-aware")
-    return now.astimezone(timezone.utc)
+    return in_range(now, "the clock")
+
+
+def in_range(now: datetime, source: str) -> datetime:
+    """``now`` (aware) in UTC, if it lies from :data:`EARLIEST` to before :data:`LATEST`; else
+    :class:`InvalidArgumentError`, before anything is written, so that no row holds a time
+    whose later arithmetic overflows."""
+    try:
+        utc = now.astimezone(timezone.utc)
+    except OverflowError:  # beyond the year 9999 or before the year 1 in UTC
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise InvalidArgumentError(
+            f"{source} returned {now.isoformat()}, outside the times brama_sql accepts "
+            f"({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} UTC); nothing was written",
+            argument="clock",
+        )
+    return utc
 
 
 DATABASE = "database"
@@ -52,5 +74,5 @@ def database_now(conn: Connection) -> datetime:
     if not isinstance(value, datetime):
         raise TypeError(f"the database returned {value!r} as its time")
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=timezone.utc)
+    return in_range(value, "the database's clock")
