@@ -10,6 +10,7 @@ from brama_sql.errors import (
     BramaError,
     InvalidArgumentError,
     NotRegisteredError,
+    ReportOutcomeUnknownError,
     SchemaError,
 )
 from brama_sql.records import ConnectionStatus, Event, Transition
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidArgumentError",
     "Kind",
     "NotRegisteredError",
+    "ReportOutcomeUnknownError",
     "SchemaError",
     "State",
     "Transition",

@@ -30,6 +30,7 @@ from brama_sql.errors import (
     ArgumentTypeError,
     BramaDatabaseError,
     InvalidArgumentError,
+    ReportOutcomeUnknownError,
     SchemaError,
 )
 from brama_sql.options import Registration, changes, describe
@@ -78,7 +79,9 @@ class Brama:
     comes from (``clock``: a callable returning an aware datetime, or ``"database"`` for the
     server's clock), what :meth:`available` and the reports do when the database fails
     (``on_db_error``: ``"raise"``, ``"allow"`` or ``"deny"``) and how long a write waits for a
-    row lock (``lock_timeout``). Durations are seconds or :class:`~datetime.timedelta`.
+    row lock (``lock_timeout``) and how much longer a call may take for connecting and for the
+    server's answers (``io_timeout``: every call ends within ``lock_timeout + io_timeout``).
+    Durations are seconds or :class:`~datetime.timedelta`.
 
     ``connections`` declares connections (see :meth:`declare`): ``{identifier: {option:
     value}}``, where the options are those of :meth:`declare` (``scope`` included). With
@@ -99,6 +102,7 @@ class Brama:
         clock: Clock | Literal["database"] | None = None,
         on_db_error: DatabaseErrorPolicy = "raise",
         lock_timeout: float | timedelta = 5.0,
+        io_timeout: float | timedelta = engines.IO_TIMEOUT_S,
         connections: Mapping[str, Mapping[str, Any]] | None = None,
         reconfigure: bool = False,
     ) -> None:
@@ -109,6 +113,9 @@ class Brama:
         self.inactive_after = validation.optional_seconds(inactive_after, "inactive_after")
         self.lock_timeout = validation.seconds(
             lock_timeout, "lock_timeout", maximum=validation.MAX_LOCK_WAIT
+        )
+        self.io_timeout = validation.seconds(
+            io_timeout, "io_timeout", maximum=validation.MAX_LOCK_WAIT
         )
         if on_db_error not in POLICIES:
             raise InvalidArgumentError(
@@ -136,7 +143,8 @@ class Brama:
         elif isinstance(url, (str, URL)):
             url = _database_url(url)
             try:
-                self.engine, owns_engine = engines.build(url, self.lock_timeout), True
+                built = engines.build(url, self.lock_timeout, io_timeout=self.io_timeout)
+                self.engine, owns_engine = built, True
             except ArgumentError as error:
                 raise InvalidArgumentError(
                     f"url {_shown(url)} cannot be used: {error}", argument="url"
@@ -152,7 +160,9 @@ class Brama:
                 f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
             )
         self._owns_engine = owns_engine
-        self._transactions = Transactions(self.engine, self.lock_timeout, owns_engine)
+        self._transactions = Transactions(
+            self.engine, self.lock_timeout, owns_engine, self.io_timeout
+        )
         self._store = Store(self._transactions, chosen, self._declarations.get)
         self._token = uuid.uuid4().hex[:8]
 
@@ -196,7 +206,9 @@ class Brama:
         the host's own engine, and an in-memory database's only engine, as they are."""
         if not self._owns_engine or isinstance(self.engine.pool, StaticPool):
             return self.engine
-        return engines.build(self.engine.url, self.lock_timeout, migrating=True)
+        return engines.build(
+            self.engine.url, self.lock_timeout, io_timeout=self.io_timeout, migrating=True
+        )
 
     # -- connections ------------------------------------------------------------------------
 
@@ -469,7 +481,8 @@ class Brama:
         except BramaDatabaseError as error:
             if self.on_db_error == "raise":
                 raise
-            logger.warning("%s report for %s dropped: %s", kind.value, identifier, error)
+            what = "outcome unknown" if isinstance(error, ReportOutcomeUnknownError) else "dropped"
+            logger.warning("%s report for %s %s: %s", kind.value, identifier, what, error)
             return None
         for occurrence in outcome.occurrences:
             if occurrence.cause is Cause.REPORT:
@@ -530,8 +543,10 @@ class Brama:
         return Cleaner(self, interval).start()
 
     def dispose(self) -> None:
-        """Close the engine's pooled database connections."""
-        self.engine.dispose()
+        """Close the engine's pooled database connections (in a forked child that has not used
+        this Brama yet, only its own: the parent's are left to the parent)."""
+        with self._transactions.gate:
+            self.engine.dispose()
 
 
 @functools.lru_cache(maxsize=1)

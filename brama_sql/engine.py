@@ -18,12 +18,13 @@ logger = logging.getLogger("brama_sql")
 DEFAULT_URL = "sqlite:///brama.db"
 WRITE = {"brama_sql_write": True}
 """Execution options of a connection that will write: on SQLite it begins ``IMMEDIATE``."""
-CONNECT_TIMEOUT_S = 5
-"""How long a new server connection may take before the attempt fails."""
-IO_TIMEOUT_S = 30
-"""How long a server may stay silent on a connection brama_sql created before the call fails:
-MySQL/MariaDB's read and write timeouts, PostgreSQL's ``tcp_user_timeout`` (unacknowledged data)
-with TCP keepalives. Every brama_sql statement is short; only a migration may take longer."""
+IO_TIMEOUT_S = 2.0
+"""The default allowance of a call for connecting and for the server's answers, on top of its
+lock wait limit (``Brama(io_timeout=...)``): a new connection may take this long, and a call
+ends within ``lock_timeout + io_timeout`` (see :mod:`brama_sql.watchdog`)."""
+TCP_USER_TIMEOUT_S = 30
+"""PostgreSQL's ``tcp_user_timeout`` and the client's TCP keepalives: a connection whose peer
+vanished is dropped by the kernel after about this long, also when no call is running."""
 
 
 MIGRATION_WAIT_S = 120
@@ -34,7 +35,13 @@ SYNCHRONOUS = "synchronous"
 SYNCHRONOUS_MODES = ("full", "normal")
 
 
-def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> Engine:
+def build(
+    url: str | URL,
+    lock_timeout: float,
+    *,
+    io_timeout: float = IO_TIMEOUT_S,
+    migrating: bool = False,
+) -> Engine:
     """Create an engine for ``url`` that brama_sql owns, with its session settings made once
     per pooled connection, when it connects.
 
@@ -42,35 +49,42 @@ def build(url: str | URL, lock_timeout: float, *, migrating: bool = False) -> En
     and no read timeout, since a migration may wait for another process's migration and
     its DDL may take long; only the connect timeout stays.
 
-    - PostgreSQL: ``lock_timeout``, a connect timeout, TCP keepalives and a user timeout.
+    - PostgreSQL: ``lock_timeout``; ``idle_in_transaction_session_timeout`` (see
+      :func:`orphan_lock_limit`) and server-side TCP keepalives, so that the server ends the
+      transaction of a client that vanished while holding a row lock; a connect timeout;
+      client TCP keepalives and a user timeout.
     - MySQL/MariaDB: ``innodb_lock_wait_timeout`` (whole seconds), READ COMMITTED (a locking
       read and the plain reads after it then see the same, latest rows, and no gap locks),
-      connect, read and write timeouts.
+      on MariaDB ``idle_transaction_timeout`` (the orphan lock limit), connect, read and write
+      timeouts.
     - SQLite: WAL journaling, ``synchronous=FULL`` (every commit on disk before it returns;
       the URL's ``?synchronous=normal`` opts into NORMAL, which a power loss or OS crash may
       cost the last commits), the busy timeout, and transactions that brama_sql begins itself:
       ``BEGIN IMMEDIATE`` for a write (the database's write lock is taken before the row is
       read: SQLite's ``SELECT ... FOR UPDATE``) and a plain ``BEGIN`` for a read.
 
-    Server engines check pooled connections before use, so a database that comes back is used
-    again without a restart.
+    Pooled connections are not pinged before use (a round trip per call, and one that could
+    wait out a whole read timeout): a connection the server closed fails on its first
+    statement, before anything was written, and :meth:`Transactions.run` runs the transaction
+    again on a new one.
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
+    connect = max(1, math.ceil(io_timeout))
     if backend in ("postgresql", "mysql") and migrating:
-        arguments = _unless_in(parsed, {}, connect_timeout=CONNECT_TIMEOUT_S)
+        arguments = _unless_in(parsed, {}, connect_timeout=max(connect, 5))
         return create_engine(parsed, connect_args=arguments)
     if backend == "postgresql":
-        return create_engine(
-            parsed, pool_pre_ping=True, connect_args=_postgresql_arguments(parsed, lock_timeout)
-        )
+        arguments = _postgresql_arguments(parsed, lock_timeout, connect)
+        return create_engine(parsed, connect_args=arguments)
     if backend == "mysql":
-        return create_engine(
+        engine = create_engine(
             parsed,
-            pool_pre_ping=True,
             isolation_level="READ COMMITTED",
-            connect_args=_mysql_arguments(parsed, lock_timeout),
+            connect_args=_mysql_arguments(parsed, lock_timeout, io_timeout),
         )
+        _prepare_mysql_sessions(engine, lock_timeout, io_timeout)
+        return engine
     if backend != "sqlite":
         return create_engine(parsed, pool_pre_ping=True)
     synchronous = _sqlite_synchronous(parsed)
@@ -98,34 +112,70 @@ def whole_seconds(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
-def _postgresql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
-    setting = f"-c lock_timeout={milliseconds(lock_timeout)}"
+def orphan_lock_limit(lock_timeout: float) -> float:
+    """How long (seconds) a server lets a brama_sql transaction sit idle before it ends it and
+    releases its row lock: half the lock wait limit, at least one second. brama_sql's own
+    transactions never pause between statements, so only a client that froze, was cut off or
+    died while holding a lock reaches it; its waiters, who wait up to ``lock_timeout``, then
+    get the lock in time."""
+    return max(1.0, lock_timeout / 2)
+
+
+def _postgresql_arguments(url: URL, lock_timeout: float, connect_timeout: int) -> dict[str, Any]:
+    settings = (
+        f"-c lock_timeout={milliseconds(lock_timeout)} "
+        f"-c idle_in_transaction_session_timeout={milliseconds(orphan_lock_limit(lock_timeout))} "
+        "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+    )
     given = url.query.get("options")
-    arguments: dict[str, Any] = {"options": setting if not given else f"{given} {setting}"}
+    arguments: dict[str, Any] = {"options": settings if not given else f"{given} {settings}"}
     return _unless_in(
         url,
         arguments,
-        connect_timeout=CONNECT_TIMEOUT_S,
+        connect_timeout=max(2, connect_timeout),  # libpq reads 1 as 2
         keepalives=1,
-        keepalives_idle=max(1, IO_TIMEOUT_S // 3),
+        keepalives_idle=max(1, TCP_USER_TIMEOUT_S // 3),
         keepalives_interval=5,
         keepalives_count=3,
-        tcp_user_timeout=IO_TIMEOUT_S * 1000,
+        tcp_user_timeout=TCP_USER_TIMEOUT_S * 1000,
     )
 
 
-def _mysql_arguments(url: URL, lock_timeout: float) -> dict[str, Any]:
-    # A read may last as long as a permitted lock wait: never cut one short.
-    read_timeout = max(IO_TIMEOUT_S, whole_seconds(lock_timeout) + 1)
+def _mysql_arguments(url: URL, lock_timeout: float, io_timeout: float) -> dict[str, Any]:
+    # The read timeout bounds the handshake, before the watchdog can see the connection;
+    # _prepare_mysql_sessions lengthens it once connected, so that lock waits are not cut.
     return _unless_in(
         url,
         {},
         init_command=f"SET SESSION innodb_lock_wait_timeout = {whole_seconds(lock_timeout)}",
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=read_timeout,
-        write_timeout=IO_TIMEOUT_S,
-        charset="utf8mb4",  # any text, whatever the server's default character set
+        connect_timeout=io_timeout,
+        read_timeout=io_timeout,
+        write_timeout=io_timeout,
     )
+
+
+def _prepare_mysql_sessions(engine: Engine, lock_timeout: float, io_timeout: float) -> None:
+    """Once a MySQL/MariaDB connection is made: its read and write timeouts become a backstop
+    behind the watchdog, the whole call's bound plus a second (the URL's own win), and on
+    MariaDB a session whose transaction sits idle past the orphan lock limit is ended
+    (``idle_transaction_timeout``, whole seconds). MySQL 8 has no such setting: there only
+    TCP keepalives and ``wait_timeout`` end a vanished client's session (see the docs)."""
+    backstop = whole_seconds(lock_timeout + io_timeout) + 1
+    idle = whole_seconds(orphan_lock_limit(lock_timeout))
+    given = engine.url.query
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # PyMySQL reads these before every read and write.
+        if "read_timeout" not in given and hasattr(dbapi_connection, "_read_timeout"):
+            dbapi_connection._read_timeout = backstop
+        if "write_timeout" not in given and hasattr(dbapi_connection, "_write_timeout"):
+            dbapi_connection._write_timeout = backstop
+        if "mariadb" not in str(dbapi_connection.get_server_info()).lower():
+            return
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET SESSION idle_transaction_timeout = {idle}")
+        cursor.close()
 
 
 def _unless_in(url: URL, arguments: dict[str, Any], **defaults: Any) -> dict[str, Any]:

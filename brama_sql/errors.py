@@ -50,6 +50,20 @@ class BramaDatabaseError(BramaError):
         super().__init__(f"brama_sql {operation}() failed: database error: {cause}")
 
 
+class ReportOutcomeUnknownError(BramaDatabaseError):
+    """The database stopped answering while a change was being committed, and stayed
+    unreachable for the rest of the call's time bound: the change may or may not have been
+    committed. (When the database answers again within the bound, brama_sql finds out and
+    never raises this.)"""
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        super().__init__(operation, cause)
+        self.args = (
+            f"brama_sql {operation}() outcome unknown: the database went away while committing "
+            f"and did not come back within the call's time bound: {cause}",
+        )
+
+
 def describe(identifier: str, scope: str | None) -> str:
     """A human-readable name of a connection for messages."""
     return f"{identifier!r}" if scope is None else f"{identifier!r} in scope {scope!r}"

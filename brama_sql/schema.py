@@ -84,6 +84,7 @@ events = Table(
     Column("probe", Boolean, nullable=False),
     Column("actor", String(255), nullable=True),
     Column("details", JSON_DOCUMENT, nullable=True),
+    Column("call_id", BigInteger, nullable=True),
     Index(None, "connection_id", "kind", "occurred_at"),
     Index(None, "connection_id", "occurred_at"),
     Index(None, "identifier", "scope", "id"),
@@ -92,7 +93,10 @@ events = Table(
     mysql_charset=MYSQL_CHARSET,
 )
 """The append-only log: rows are inserted, never updated. ``connection_id`` is the id the
-connection's row had (no foreign key: the history outlives the row)."""
+connection's row had (no foreign key: the history outlives the row). ``call_id`` is a random
+number shared by the events of one call, by which a call whose commit reply was lost finds out
+whether it committed (looked up through the ``(connection_id, occurred_at)`` index, so it needs
+no index of its own)."""
 
 permits = Table(
     "brama_permits",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, overload
 
@@ -50,6 +52,38 @@ def _undeclared(_identity: Identity) -> Registration | None:
     return None
 
 
+@dataclass
+class Receipt:
+    """What identifies the writes of one call, so that a call whose commit reply was lost can
+    find out whether they were committed (:meth:`committed`): a random ``call_id`` written on
+    each of its events, and where its last event went (the ``(connection_id, occurred_at)``
+    index finds it without an index of its own)."""
+
+    call_id: int = field(default_factory=lambda: secrets.randbits(63))
+    connection_id: int | None = None
+    occurred_at: datetime | None = None
+
+    def committed(self, conn: Connection) -> bool:
+        """Whether the call's events are in the database. Takes the connection's row lock
+        first: a lost transaction still committing holds it, so the answer waits for its end.
+        A call that wrote no event had nothing to lose."""
+        if self.connection_id is None:
+            return True
+        conn.execute(
+            select(connections.c.id).where(connections.c.id == self.connection_id).with_for_update()
+        )
+        found = conn.execute(
+            select(events.c.id)
+            .where(
+                events.c.connection_id == self.connection_id,
+                events.c.occurred_at == self.occurred_at,
+                events.c.call_id == self.call_id,
+            )
+            .limit(1)
+        ).first()
+        return found is not None
+
+
 class Store:
     """Reads and changes brama_sql's tables, each operation one transaction of
     :class:`~brama_sql.transaction.Transactions`.
@@ -82,13 +116,15 @@ class Store:
         return it untouched with how its stored options differ from ``registration``.
         """
 
+        receipt = Receipt()
+
         def body(conn: Connection) -> tuple[ConnectionStatus, Changes]:
             found = _find(conn, identity)
             if found is not None and not exist_ok:
                 raise AlreadyRegisteredError(identity.identifier, identity.scope)
             now = self.now(conn)
             if found is None:
-                connection_id = _insert(conn, identity, registration, now, actor)
+                connection_id = _insert(conn, identity, registration, now, actor, receipt)
             else:
                 connection_id = found.id
             (row,) = conn.execute(with_metrics(connections.c.id == connection_id)).all()
@@ -107,6 +143,7 @@ class Store:
                 else None
             ),
             retry_if=_duplicate_identity if exist_ok else None,
+            confirm=receipt.committed,
         )
 
     def configure(
@@ -116,8 +153,10 @@ class Store:
         :meth:`~brama_sql.options.Registration.as_options`) under the row lock and log
         ``configured`` with the old and new values; nothing is written when none differs."""
 
+        receipt = Receipt()
+
         def body(conn: Connection) -> ConnectionStatus:
-            row = self._lock(conn, identity, actor)
+            row = self._lock(conn, identity, actor, receipt)
             now = self.now(conn)
             found = changes(_options(row), dict(wanted))
             if found:
@@ -134,11 +173,13 @@ class Store:
                     _drop_permits(conn, row.id)  # no longer limited: nothing settles them
                 elif new_settings.permit_lifetime < settings.permit_lifetime:
                     _shorten_permits(conn, row.id, new_settings.permit_lifetime)
-                _save(conn, row, before, outcome, actor)
+                _save(conn, row, before, outcome, actor, receipt)
             (fresh,) = conn.execute(with_metrics(connections.c.id == row.id)).all()
             return status_of(fresh, now)
 
-        return self.run("configure", body, write=True, retry_if=_duplicate_identity)
+        return self.run(
+            "configure", body, write=True, retry_if=_duplicate_identity, confirm=receipt.committed
+        )
 
     def stored_options(self, identity: Identity) -> dict[str, object] | None:
         """The options stored for a connection (JSON form), or ``None`` without a row."""
@@ -158,8 +199,10 @@ class Store:
         current episode, and that permit is settled (deleted).
         """
 
+        receipt = Receipt()
+
         def body(conn: Connection) -> Outcome:
-            row = self._lock(conn, identity, actor)
+            row = self._lock(conn, identity, actor, receipt)
             now = self.now(conn)
             before, settings = circuit_of(row), settings_of(row)
             expired = machine.expire(before, settings, now)
@@ -169,10 +212,12 @@ class Store:
             outcome = expired.then(lambda circuit: step(circuit, settings, now, permit is not None))
             if permit is not None:
                 conn.execute(delete(permits).where(permits.c.id == permit))
-            _save(conn, row, before, outcome, actor)
+            _save(conn, row, before, outcome, actor, receipt)
             return outcome
 
-        return self.run(operation, body, write=True, retry_if=_duplicate_identity)
+        return self.run(
+            operation, body, write=True, retry_if=_duplicate_identity, confirm=receipt.committed
+        )
 
     def claim(self, identity: Identity, actor: str) -> bool:
         """Whether ``actor`` may call now; in a half-open circuit with limited permits, claim one.
@@ -183,7 +228,7 @@ class Store:
         """
 
         def body(conn: Connection) -> bool:
-            row = self._lock(conn, identity, actor, missing_ok=True)
+            row = self._lock(conn, identity, actor, None, missing_ok=True)
             if row is None:
                 return False
             now = self.now(conn)
@@ -219,14 +264,16 @@ class Store:
     def unregister(self, identity: Identity, actor: str) -> bool:
         """Delete the connection and log ``unregistered``; ``False`` when it did not exist."""
 
+        receipt = Receipt()
+
         def body(conn: Connection) -> bool:
             row = _find(conn, identity, lock=True)
             if row is None:
                 return False
-            _remove(conn, row, self.now(conn), Kind.UNREGISTERED, actor)
+            _remove(conn, row, self.now(conn), Kind.UNREGISTERED, actor, receipt)
             return True
 
-        return self.run("unregister", body, write=True)
+        return self.run("unregister", body, write=True, confirm=receipt.committed)
 
     def cleanup(self, inactive_after: timedelta, actor: str) -> int:
         """Remove connections whose last activity is older than ``inactive_after``; return
@@ -291,16 +338,31 @@ class Store:
 
     @overload
     def _lock(
-        self, conn: Connection, identity: Identity, actor: str, missing_ok: Literal[False] = ...
+        self,
+        conn: Connection,
+        identity: Identity,
+        actor: str,
+        receipt: Receipt | None = ...,
+        missing_ok: Literal[False] = ...,
     ) -> Row[Any]: ...
 
     @overload
     def _lock(
-        self, conn: Connection, identity: Identity, actor: str, missing_ok: bool
+        self,
+        conn: Connection,
+        identity: Identity,
+        actor: str,
+        receipt: Receipt | None,
+        missing_ok: bool,
     ) -> Row[Any] | None: ...
 
     def _lock(
-        self, conn: Connection, identity: Identity, actor: str, missing_ok: bool = False
+        self,
+        conn: Connection,
+        identity: Identity,
+        actor: str,
+        receipt: Receipt | None = None,
+        missing_ok: bool = False,
     ) -> Row[Any] | None:
         """Lock the connection's row and return it. A declared connection without a row is
         registered first, in this transaction (a racing process that inserts it first makes
@@ -310,7 +372,8 @@ class Store:
         if row is None:
             registration = self.declared(identity)
             if registration is not None:
-                _insert(conn, identity, registration, self.now(conn), actor, reason=DECLARED)
+                now = self.now(conn)
+                _insert(conn, identity, registration, now, actor, receipt, reason=DECLARED)
                 row = _find(conn, identity, lock=True)
         if row is None and not missing_ok:
             raise NotRegisteredError(identity.identifier, identity.scope)
@@ -330,15 +393,23 @@ class Store:
                 return None
             return status_of(row, self.now(conn))
 
+        receipt = Receipt()
+
         def register_declared(conn: Connection) -> ConnectionStatus:
-            row = self._lock(conn, identity, actor)
+            row = self._lock(conn, identity, actor, receipt)
             (fresh,) = conn.execute(with_metrics(connections.c.id == row.id)).all()
             return status_of(fresh, self.now(conn))
 
         found = self.run("status", body, write=False)
         if found is not None:
             return found
-        return self.run("status", register_declared, write=True, retry_if=_duplicate_identity)
+        return self.run(
+            "status",
+            register_declared,
+            write=True,
+            retry_if=_duplicate_identity,
+            confirm=receipt.committed,
+        )
 
     def available(self, identity: Identity, actor: str) -> bool:
         """Whether the circuit lets ``actor`` call now; ``False`` for an unknown connection.
@@ -405,6 +476,7 @@ def _insert(
     registration: Registration,
     now: datetime,
     actor: str,
+    receipt: Receipt | None = None,
     reason: str | None = None,
 ) -> int:
     """Insert a connection's row in the initial state, log ``registered``; return its id."""
@@ -426,7 +498,7 @@ def _insert(
     )
     assert inserted.inserted_primary_key is not None
     connection_id: int = inserted.inserted_primary_key[0]
-    _append(conn, connection_id, identity, outcome.occurrences, actor)
+    _append(conn, connection_id, identity, outcome.occurrences, actor, receipt)
     return connection_id
 
 
@@ -472,7 +544,14 @@ def _live_permits(
     return int(active), held
 
 
-def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, actor: str) -> None:
+def _save(
+    conn: Connection,
+    row: Row[Any],
+    before: Circuit,
+    outcome: Outcome,
+    actor: str,
+    receipt: Receipt | None = None,
+) -> None:
     """Write the row if the circuit changed, drop permits once it leaves half-open, log."""
     after = outcome.circuit
     if after != before:
@@ -492,7 +571,7 @@ def _save(conn: Connection, row: Row[Any], before: Circuit, outcome: Outcome, ac
         and any(occurrence.from_state is State.HALF_OPEN for occurrence in outcome.occurrences)
     ):
         _drop_permits(conn, row.id)
-    _append(conn, row.id, identity_of(row), outcome.occurrences, actor)
+    _append(conn, row.id, identity_of(row), outcome.occurrences, actor, receipt)
 
 
 def _drop_permits(
@@ -528,15 +607,22 @@ def _shorten_permits(conn: Connection, connection_id: int, lifetime: timedelta) 
             )
 
 
-def _remove(conn: Connection, row: Row[Any], now: datetime, kind: Kind, actor: str) -> None:
+def _remove(
+    conn: Connection,
+    row: Row[Any],
+    now: datetime,
+    kind: Kind,
+    actor: str,
+    receipt: Receipt | None = None,
+) -> None:
     """Persist a due expiry, delete the row and its permits, log ``kind``."""
     before = circuit_of(row)
     outcome = machine.expire(before, settings_of(row), now)
-    _save(conn, row, before, outcome, actor)
+    _save(conn, row, before, outcome, actor, receipt)
     _drop_permits(conn, row.id)
     conn.execute(delete(connections).where(connections.c.id == row.id))
     farewell = Occurrence(kind, now, outcome.circuit.failure_count)
-    _append(conn, row.id, identity_of(row), [farewell], actor)
+    _append(conn, row.id, identity_of(row), [farewell], actor, receipt)
 
 
 def _append(
@@ -545,9 +631,15 @@ def _append(
     identity: Identity,
     occurrences: Sequence[Occurrence],
     actor: str,
+    receipt: Receipt | None = None,
 ) -> None:
+    """Insert the events, oldest first, each with the call's ``call_id``; note in the
+    ``receipt`` where the last one went."""
     if not occurrences:
         return
+    if receipt is not None:
+        receipt.connection_id = connection_id
+        receipt.occurred_at = occurrences[-1].occurred_at
     conn.execute(
         insert(events),
         [
@@ -565,6 +657,7 @@ def _append(
                 "probe": occurrence.probe,
                 "actor": actor,
                 "details": occurrence.details,
+                "call_id": None if receipt is None else receipt.call_id,
             }
             for occurrence in occurrences
         ],

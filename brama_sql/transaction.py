@@ -18,16 +18,21 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from brama_sql import engine as engines
-from brama_sql import fork, migration
+from brama_sql import fork, migration, watchdog
 from brama_sql.engine import WRITE
-from brama_sql.errors import BramaDatabaseError, BramaError, SchemaError
+from brama_sql.errors import (
+    BramaDatabaseError,
+    BramaError,
+    ReportOutcomeUnknownError,
+    SchemaError,
+)
 
 T = TypeVar("T")
 
@@ -37,6 +42,8 @@ failure (never for a lock wait timeout: that limit exists to give up)."""
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
 RETRYABLE_MYSQL_ERRORS = {1213, 1020}
 """Deadlock, and MariaDB's "record has changed since last read" (snapshot isolation)."""
+CONFIRM_PAUSE_S = 0.1
+"""How long to wait between attempts to reach the database after a commit reply was lost."""
 LOCK_WAIT = "brama_sql_lock_wait"
 """Key in a pooled connection's ``info``: the lock wait limit already set on its session."""
 
@@ -44,7 +51,8 @@ LOCK_WAIT = "brama_sql_lock_wait"
 class Transactions:
     """Runs brama_sql's units of work on one SQLAlchemy engine.
 
-    ``lock_wait`` bounds how long a write waits for a row lock. ``owns_engine`` tells whether
+    ``lock_wait`` bounds how long a write waits for a row lock, and every call ends within
+    ``lock_wait + io_timeout`` (:meth:`run`). ``owns_engine`` tells whether
     brama_sql created the engine (:func:`brama_sql.engine.build` then made every session
     setting when the connection was opened); on a host's engine each write is prepared here
     (:meth:`_prepare_session`, :meth:`_begin_write`).
@@ -53,10 +61,17 @@ class Transactions:
     :meth:`_follow_fork`), the host's engine too.
     """
 
-    def __init__(self, engine: Engine, lock_wait: float, owns_engine: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        lock_wait: float,
+        owns_engine: bool,
+        io_timeout: float = engines.IO_TIMEOUT_S,
+    ) -> None:
         self.engine = engine
         self.lock_wait = lock_wait
         self.owns_engine = owns_engine
+        self.io_timeout = io_timeout
         self._schema_checked = False
         # One DBAPI connection shared by all threads (in-memory SQLite): one user at a time.
         self._shared = isinstance(engine.pool, StaticPool)
@@ -113,48 +128,137 @@ class Transactions:
         write: bool,
         on_conflict: Callable[[IntegrityError], BramaError | None] | None = None,
         retry_if: Callable[[IntegrityError], bool] | None = None,
+        confirm: Callable[[Connection], bool] | None = None,
     ) -> T:
-        """Run ``body`` in one transaction and commit; retry deadlocks a bounded number of
-        times, and integrity errors for which ``retry_if(error)`` is true (another writer
-        inserted the same row first: the next attempt finds it); turn database failures into
-        :class:`BramaDatabaseError` naming ``operation``, and an integrity error into what
-        ``on_conflict(error)`` returns, if anything."""
-        for attempt in range(1, ATTEMPTS + 1):
+        """Run ``body`` in one transaction and commit, within the call's time bound
+        (``lock_wait`` plus ``io_timeout`` from now; :mod:`brama_sql.watchdog` cuts a
+        connection still busy then).
+
+        Tried again, while the bound leaves time for it: a transaction the database rolled
+        back for a deadlock or a serialization failure, or because its connection was lost
+        before the commit (nothing was written: a pooled connection the server closed, a
+        session killed); a transaction that lost an insert race for which ``retry_if(error)``
+        is true (the next attempt finds the row); and a write whose commit reply was lost,
+        when ``confirm`` finds its writes missing. ``confirm(conn)`` tells, in a transaction
+        of its own on a new connection, whether the writes of the lost commit are in the
+        database; if they are, the body's result is returned. When the database stays away
+        for the rest of the bound, :class:`ReportOutcomeUnknownError` is raised. A write
+        without ``confirm`` whose commit reply is lost raises :class:`BramaDatabaseError`.
+
+        Database failures become :class:`BramaDatabaseError` naming ``operation``, and an
+        integrity error what ``on_conflict(error)`` returns, if anything.
+        """
+        deadline = time.monotonic() + self.lock_wait + self.io_timeout
+        lost: _CommitUnknown | None = None
+        """The last attempt whose commit reply was lost, while it is not known to be absent."""
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 with self.gate:
-                    return self._once(body, write)
-            except IntegrityError as error:
-                if attempt < ATTEMPTS and retry_if is not None and retry_if(error):
-                    _pause(attempt)
-                    continue
-                conflict = None if on_conflict is None else on_conflict(error)
-                if conflict is not None:
-                    raise conflict from error
-                raise BramaDatabaseError(operation, error.orig or error) from error
-            except DBAPIError as error:
-                if attempt < ATTEMPTS and _retryable(error):
-                    _pause(attempt)
-                    continue
-                if _missing_table(error):
-                    self._schema_checked = False
-                    with self.gate:
-                        self._recheck_schema(error)
-                raise BramaDatabaseError(operation, error.orig or error) from error
+                    return self._once(body, write, deadline)
+            except _CommitUnknown as unknown:
+                if confirm is None:
+                    raise BramaDatabaseError(operation, unknown.cause) from unknown.cause
+                if self._committed(operation, confirm, deadline, unknown):
+                    return cast(T, unknown.result)
+                lost = unknown  # its writes are not there; an earlier attempt's are not either
+                attempt = 0
+                continue
             except SQLAlchemyError as error:
-                raise BramaDatabaseError(operation, error) from error
-        raise AssertionError("unreachable")  # pragma: no cover
+                if lost is not None and self._committed(operation, confirm, deadline, lost):
+                    # A rolled-back retry after a lost reply: the lost commit went through.
+                    return cast(T, lost.result)
+                if self._again(error, attempt, deadline, retry_if):
+                    _pause(attempt)
+                    continue
+                raise self._failure(operation, error, on_conflict) from error
 
-    def _once(self, body: Callable[[Connection], T], write: bool) -> T:
+    def _again(
+        self,
+        error: SQLAlchemyError,
+        attempt: int,
+        deadline: float,
+        retry_if: Callable[[IntegrityError], bool] | None,
+    ) -> bool:
+        """Whether a failed attempt that wrote nothing is worth another one."""
+        if attempt >= ATTEMPTS or time.monotonic() + self.io_timeout > deadline:
+            return False
+        if isinstance(error, IntegrityError):
+            return retry_if is not None and retry_if(error)
+        if isinstance(error, DBAPIError):
+            return error.connection_invalidated or _retryable(error)
+        return False
+
+    def _failure(
+        self,
+        operation: str,
+        error: SQLAlchemyError,
+        on_conflict: Callable[[IntegrityError], BramaError | None] | None,
+    ) -> BramaError:
+        """The error the caller gets for a failed transaction."""
+        if isinstance(error, IntegrityError):
+            conflict = None if on_conflict is None else on_conflict(error)
+            if conflict is not None:
+                return conflict
+        if isinstance(error, DBAPIError):
+            if _missing_table(error):
+                self._schema_checked = False
+                with self.gate:
+                    self._recheck_schema(error)
+            return BramaDatabaseError(operation, error.orig or error)
+        return BramaDatabaseError(operation, error)
+
+    def _committed(
+        self,
+        operation: str,
+        confirm: Callable[[Connection], bool] | None,
+        deadline: float,
+        unknown: _CommitUnknown,
+    ) -> bool:
+        """Whether the writes of a commit whose reply was lost are in the database: asked on
+        a new connection, again and again while the deadline leaves time for a connection to
+        be made; after that, the outcome is unknown."""
+        assert confirm is not None
+        failure: BaseException = unknown.cause
+        while deadline - time.monotonic() >= self.io_timeout:
+            try:
+                with self.gate:
+                    return self._once(confirm, True, deadline)
+            except (SQLAlchemyError, _CommitUnknown) as error:
+                failure = error
+                time.sleep(min(CONFIRM_PAUSE_S, max(0.0, deadline - time.monotonic())))
+        raise ReportOutcomeUnknownError(operation, unknown.cause) from failure
+
+    def _once(self, body: Callable[[Connection], T], write: bool, deadline: float) -> T:
         with self.engine.connect() as conn:
-            self._ensure_schema(conn)
-            if write:
-                conn.execution_options(**WRITE)
-                if not self.owns_engine:
-                    self._prepare_session(conn)
+            dbapi_connection = conn.connection.dbapi_connection
+            with watchdog.watching(dbapi_connection, deadline) as watch:
+                try:
+                    return self._transaction(conn, body, write)
+                except BaseException:
+                    if watch.cut and not conn.invalidated:
+                        conn.invalidate()  # its socket is shut: never back into the pool
+                    raise
+
+    def _transaction(self, conn: Connection, body: Callable[[Connection], T], write: bool) -> T:
+        self._ensure_schema(conn)
+        if write:
+            conn.execution_options(**WRITE)
+            if not self.owns_engine:
+                self._prepare_session(conn)
+        committing = False
+        try:
             with conn.begin():
                 if write and not self.owns_engine:
                     self._begin_write(conn)
-                return body(conn)
+                result = body(conn)
+                committing = True
+        except DBAPIError as error:
+            if committing and write:
+                raise _CommitUnknown(result, error) from error
+            raise
+        return result
 
     def _prepare_session(self, conn: Connection) -> None:
         """On a connection of the host's engine, make the session settings that
@@ -178,12 +282,17 @@ class Transactions:
 
     def _begin_write(self, conn: Connection) -> None:
         """First statements of a write transaction on the host's engine: PostgreSQL's
-        transaction-local lock wait limit; on SQLite, ``BEGIN IMMEDIATE`` when the driver
-        would otherwise begin lazily (its reads would then run outside the transaction)."""
+        transaction-local lock wait limit and orphan lock limit; on SQLite, ``BEGIN IMMEDIATE``
+        when the driver would otherwise begin lazily (its reads would then run outside the
+        transaction)."""
         dialect = conn.dialect.name
         if dialect == "postgresql":
-            milliseconds = engines.milliseconds(self.lock_wait)
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+            wait = engines.milliseconds(self.lock_wait)
+            idle = engines.milliseconds(engines.orphan_lock_limit(self.lock_wait))
+            conn.exec_driver_sql(
+                f"SET LOCAL lock_timeout = {wait}; "
+                f"SET LOCAL idle_in_transaction_session_timeout = {idle}"
+            )
         elif dialect == "sqlite":
             driver = conn.connection.dbapi_connection
             if driver is not None and not driver.in_transaction:
@@ -208,6 +317,15 @@ class Transactions:
             with conn.begin():
                 migration.check(conn)
             self._schema_checked = True
+
+
+class _CommitUnknown(Exception):
+    """A write transaction's COMMIT failed in flight: it may have been committed."""
+
+    def __init__(self, result: object, cause: DBAPIError) -> None:
+        super().__init__(str(cause))
+        self.result = result
+        self.cause = cause.orig or cause
 
 
 def _pause(attempt: int) -> None:

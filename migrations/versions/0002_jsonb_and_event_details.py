@@ -1,5 +1,5 @@
-"""Event details (what a registration or a reconfiguration recorded); ``jsonb`` metadata on
-PostgreSQL.
+"""Event details (what a registration or a reconfiguration recorded) and call ids (which call
+wrote an event, to confirm a commit whose reply was lost); ``jsonb`` metadata on PostgreSQL.
 
 Revision ID: 0002
 Revises: 0001
@@ -22,6 +22,7 @@ JSON_DOCUMENT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 def upgrade() -> None:
     op.add_column("brama_events", sa.Column("details", JSON_DOCUMENT, nullable=True))
+    op.add_column("brama_events", sa.Column("call_id", sa.BigInteger(), nullable=True))
     if op.get_context().dialect.name == "postgresql":
         # In place, rows kept: every stored json value is valid jsonb.
         op.alter_column(
@@ -45,4 +46,5 @@ def downgrade() -> None:
             postgresql_using="metadata::json",
         )
     with op.batch_alter_table("brama_events", schema=None) as batch_op:
+        batch_op.drop_column("call_id")
         batch_op.drop_column("details")

@@ -1,0 +1,115 @@
+"""The watchdog: every call ends by its deadline, even when the server stops answering.
+
+A server that goes silent on an open connection (hung, partitioned away, a black-holed route)
+blocks the client's read for as long as the driver lets it: libpq has no read timeout at all,
+and PyMySQL's waits out its whole read timeout. Before using a connection, a call arms the
+watchdog with the connection and its deadline (:func:`watching`); one daemon thread, started on
+first use in each process, looks at the armed connections a few times a second and cuts those
+whose deadline passed: it shuts their socket down (psycopg 3 and PyMySQL) or interrupts the
+statement (sqlite3). The blocked call then fails at once with the driver's own error, and the
+connection is thrown away. Arming and disarming cost a dictionary update; nothing runs per call
+on the watchdog's thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger("brama_sql")
+
+TICK_S = 0.05
+"""How often the watchdog looks at the armed connections: a call ends at most this long after
+its deadline."""
+
+
+@dataclass
+class Watch:
+    """One armed connection: its deadline (``time.monotonic()``) and whether it was cut."""
+
+    dbapi_connection: Any
+    deadline: float
+    cut: bool = False
+
+
+_armed: dict[int, Watch] = {}
+_numbers = itertools.count()
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+_pid = 0
+
+
+@contextmanager
+def watching(dbapi_connection: Any, deadline: float) -> Iterator[Watch]:
+    """Cut ``dbapi_connection`` if the block is still running at ``deadline``."""
+    watch = Watch(dbapi_connection, deadline)
+    number = next(_numbers)
+    _start()
+    _armed[number] = watch
+    try:
+        yield watch
+    finally:
+        _armed.pop(number, None)
+
+
+def cut(dbapi_connection: Any) -> None:
+    """End whatever ``dbapi_connection`` is waiting for: shut its socket down, or interrupt
+    an SQLite statement. The connection is unusable afterwards (except SQLite's)."""
+    try:
+        pgconn = getattr(dbapi_connection, "pgconn", None)  # psycopg 3
+        if pgconn is not None:
+            with socket.socket(fileno=os.dup(pgconn.socket)) as duplicate:
+                duplicate.shutdown(socket.SHUT_RDWR)
+            return
+        sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+            return
+        interrupt = getattr(dbapi_connection, "interrupt", None)  # sqlite3
+        if interrupt is not None:
+            interrupt()
+    except Exception:  # closed meanwhile: nothing left to cut
+        logger.debug("watchdog: %r was already closed", dbapi_connection, exc_info=True)
+
+
+def _start() -> None:
+    """Start the watchdog's thread in this process unless it runs (threads do not survive a
+    fork, so a forked child starts its own on first use)."""
+    global _thread, _pid
+    if _thread is not None and _pid == os.getpid():
+        return
+    with _lock:
+        if _thread is not None and _pid == os.getpid():
+            return
+        _armed.clear()  # a forked child inherits its parent's entries, none of them its own
+        _thread = threading.Thread(target=_patrol, name="brama_sql-watchdog", daemon=True)
+        _pid = os.getpid()
+        _thread.start()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _patrol() -> None:
+    while True:
+        time.sleep(TICK_S)
+        now = time.monotonic()
+        for watch in list(_armed.values()):
+            if not watch.cut and watch.deadline <= now:
+                watch.cut = True
+                logger.warning("brama_sql: a database call passed its time bound; cutting it")
+                cut(watch.dbapi_connection)
