@@ -151,6 +151,7 @@ def _mysql_arguments(url: URL, lock_timeout: float, io_timeout: float) -> dict[s
         connect_timeout=io_timeout,
         read_timeout=io_timeout,
         write_timeout=io_timeout,
+        charset="utf8mb4",  # any text, whatever the server's default character set
     )
 
 
