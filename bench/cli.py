@@ -27,7 +27,7 @@ from bench.databases import SERVER_URLS, Unavailable, database, server_version
 from bench.fleet import HOT_NAME, SCOPE, seed, spread_names
 from bench.measure import Cell, measure
 from bench.plan import BRAMA, CORE, DIALECTS, DRIVER, FULL, PYBREAKER, SHORT, Plan, contenders_of
-from bench.report import machine, rate, tables, write
+from bench.report import machine, rate, source, tables, write
 from bench.workers import Workers
 from brama_sql.replay import verify
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "short" if args.short else "full",
         "started_at": datetime.now(timezone.utc).isoformat(),
         "machine": machine(),
+        "source": source(),
         "plan": dataclasses.asdict(plan),
         "servers": servers,
         "fleets": {},

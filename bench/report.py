@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sqlite3
+import subprocess
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +41,34 @@ def machine() -> dict[str, Any]:
         "sqlite_library": sqlite3.sqlite_version,
         "packages": {name: _version(name) for name in PACKAGES},
     }
+
+
+def source() -> dict[str, Any]:
+    """Which brama_sql was measured: where it was imported from, the checkout's commit and
+    whether its ``brama_sql/`` differs from that commit (``None`` outside a git checkout)."""
+    import brama_sql
+
+    package = Path(brama_sql.__file__).resolve().parent
+    found: dict[str, Any] = {"brama_sql_path": str(package), "commit": None, "modified": None}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(package), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return found
+    found.update(commit=commit, modified=bool(status.strip()))
+    return found
 
 
 def cpu_model() -> str | None:

@@ -50,6 +50,7 @@ def test_the_document_names_the_machine_and_the_run(short_run: tuple[dict[str, A
     assert machine["packages"]["SQLAlchemy"]
     assert machine["packages"]["brama_sql"]
     assert document["servers"]["sqlite"] == machine["sqlite_library"]
+    assert document["source"]["brama_sql_path"].endswith("brama_sql")
     assert document["plan"]["dialects"] == ["sqlite"]
     assert document["plan"]["processes"] == [1]
     assert document["skipped_dialects"] == []
