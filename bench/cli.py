@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import uuid
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.now(timezone.utc).isoformat(),
         "machine": machine(),
         "source": source(),
+        "load_average_at_start": _load(),
         "plan": dataclasses.asdict(plan),
         "servers": servers,
         "fleets": {},
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if redis_url:
             _forget(redis_url, namespace)
     document["duration_s"] = round(time.monotonic() - started, 1)
+    document["load_average_at_end"] = _load()
     write(document, args.output)
     print(tables(document))
     print(f"\nbench: {document['duration_s']} s; figures in {args.output}", file=sys.stderr)
@@ -223,6 +226,15 @@ def _redis_version(redis_url: str) -> str:
         return str(info["redis_version"])
     finally:
         client.close()
+
+
+def _load() -> list[float] | None:
+    """The system's 1, 5 and 15 minute load averages: other work on the machine skews the
+    figures (the ratios less, as contenders alternate)."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _shown(redis_url: str) -> str:

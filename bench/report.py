@@ -221,6 +221,9 @@ def tables(document: dict[str, Any]) -> str:
             "",
             details(document, dialect),
         ]
+    start, end = document.get("load_average_at_start"), document.get("load_average_at_end")
+    if start and end:
+        parts += ["", f"Load average (1, 5, 15 min) at the start {start}, at the end {end}."]
     for skipped in document["skipped"]:
         parts += ["", f"Skipped {skipped['what']}: {skipped['reason']}"]
     return "\n".join(parts)
