@@ -160,9 +160,10 @@ class Brama:
                 f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
             )
         self._owns_engine = owns_engine
-        self._transactions = Transactions(
-            self.engine, self.lock_timeout, owns_engine, self.io_timeout
-        )
+        allowance = self.io_timeout
+        if owns_engine:
+            allowance = engines.connect_allowance(self.engine.url, self.io_timeout)
+        self._transactions = Transactions(self.engine, self.lock_timeout, owns_engine, allowance)
         self._store = Store(self._transactions, chosen, self._declarations.get)
         self._token = uuid.uuid4().hex[:8]
 

@@ -113,12 +113,21 @@ def whole_seconds(seconds: float) -> int:
 
 
 def orphan_lock_limit(lock_timeout: float) -> float:
-    """How long (seconds) a server lets a brama_sql transaction sit idle before it ends it and
-    releases its row lock: half the lock wait limit, at least one second. brama_sql's own
-    transactions never pause between statements, so only a client that froze, was cut off or
-    died while holding a lock reaches it; its waiters, who wait up to ``lock_timeout``, then
-    get the lock in time."""
-    return max(1.0, lock_timeout / 2)
+    """How long (seconds) a server lets a brama_sql write transaction sit idle before it ends
+    it and releases its row lock: half the lock wait limit, at least 0.2 s (MariaDB counts
+    whole seconds: at least one). brama_sql's own transactions never pause between statements,
+    so only a client that froze, was cut off or died while holding a lock reaches it; its
+    waiters, who wait up to ``lock_timeout``, then get the lock in time. A transaction of ours
+    stalled that long (a starved CPU) is ended before its commit, and run again."""
+    return max(0.2, lock_timeout / 2)
+
+
+def connect_allowance(url: URL, io_timeout: float) -> float:
+    """How long making a connection may take on an engine brama_sql builds for ``url``: the
+    ``io_timeout``, except on PostgreSQL, whose client counts whole seconds and reads 1 as 2."""
+    if url.get_backend_name() == "postgresql":
+        return float(max(2, math.ceil(io_timeout)))
+    return io_timeout
 
 
 def _postgresql_arguments(url: URL, lock_timeout: float, connect_timeout: int) -> dict[str, Any]:
@@ -167,16 +176,16 @@ def _prepare_mysql_sessions(engine: Engine, lock_timeout: float, io_timeout: flo
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
+        if "mariadb" in str(dbapi_connection.get_server_info()).lower():
+            # Still under the connect-time read timeout (and the call's watchdog).
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET SESSION idle_transaction_timeout = {idle}")
+            cursor.close()
         # PyMySQL reads these before every read and write.
         if "read_timeout" not in given and hasattr(dbapi_connection, "_read_timeout"):
             dbapi_connection._read_timeout = backstop
         if "write_timeout" not in given and hasattr(dbapi_connection, "_write_timeout"):
             dbapi_connection._write_timeout = backstop
-        if "mariadb" not in str(dbapi_connection.get_server_info()).lower():
-            return
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"SET SESSION idle_transaction_timeout = {idle}")
-        cursor.close()
 
 
 def _unless_in(url: URL, arguments: dict[str, Any], **defaults: Any) -> dict[str, Any]:

@@ -441,24 +441,25 @@ class Store:
     def statuses(self, condition: ColumnElement[bool]) -> list[ConnectionStatus]:
         """The status of every connection matching ``condition``, by scope then identifier."""
 
-        def body(conn: Connection) -> list[ConnectionStatus]:
+        def body(conn: Connection) -> tuple[Sequence[Row[Any]], datetime]:
             query = with_metrics(condition).order_by(connections.c.scope, connections.c.identifier)
-            rows = conn.execute(query).all()
-            now = self.now(conn)
-            return [status_of(row, now) for row in rows]
+            return conn.execute(query).all(), self.now(conn)
 
-        return self.run("connections", body, write=False)
+        # The records are made after the transaction: a long one would sit idle meanwhile.
+        rows, now = self.run("connections", body, write=False)
+        return [status_of(row, now) for row in rows]
 
     def events(self, condition: ColumnElement[bool], limit: int | None) -> list[Event]:
         """Logged events matching ``condition``, oldest first, at most ``limit`` of them."""
 
-        def body(conn: Connection) -> list[Event]:
+        def body(conn: Connection) -> Sequence[Row[Any]]:
             query = select(events).where(condition).order_by(events.c.id)
             if limit is not None:
                 query = query.limit(limit)
-            return [event_record(row) for row in conn.execute(query)]
+            return conn.execute(query).all()
 
-        return self.run("events", body, write=False)
+        # The records are made after the transaction: a long one would sit idle meanwhile.
+        return [event_record(row) for row in self.run("events", body, write=False)]
 
 
 # -- row helpers ----------------------------------------------------------------------------

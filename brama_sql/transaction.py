@@ -20,8 +20,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar, cast
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
 from brama_sql import engine as engines
@@ -72,6 +79,9 @@ class Transactions:
         self.lock_wait = lock_wait
         self.owns_engine = owns_engine
         self.io_timeout = io_timeout
+        """The call's allowance beyond the lock wait; also what a new connection may take."""
+        for made in ("first_connect", "connect"):  # before the dialect's and ours
+            event.listen(engine, made, watchdog.adopt, insert=True)
         self._schema_checked = False
         # One DBAPI connection shared by all threads (in-memory SQLite): one user at a time.
         self._shared = isinstance(engine.pool, StaticPool)
@@ -231,15 +241,13 @@ class Transactions:
         raise ReportOutcomeUnknownError(operation, unknown.cause) from failure
 
     def _once(self, body: Callable[[Connection], T], write: bool, deadline: float) -> T:
-        with self.engine.connect() as conn:
-            dbapi_connection = conn.connection.dbapi_connection
-            with watchdog.watching(dbapi_connection, deadline) as watch:
-                try:
-                    return self._transaction(conn, body, write)
-                except BaseException:
-                    if watch.cut and not conn.invalidated:
-                        conn.invalidate()  # its socket is shut: never back into the pool
-                    raise
+        with watchdog.watching(deadline) as watch, self.engine.connect() as conn:
+            watch.attach(conn.connection.dbapi_connection)
+            try:
+                return self._transaction(conn, body, write)
+            finally:
+                if watch.cut and not conn.invalidated:
+                    conn.invalidate()  # its socket is shut: never back into the pool
 
     def _transaction(self, conn: Connection, body: Callable[[Connection], T], write: bool) -> T:
         self._ensure_schema(conn)
@@ -247,6 +255,10 @@ class Transactions:
             conn.execution_options(**WRITE)
             if not self.owns_engine:
                 self._prepare_session(conn)
+        elif self.owns_engine and conn.dialect.name == "postgresql":
+            # A read needs no transaction (each of its statements reads one snapshot), and
+            # outside one the server's orphan lock limit cannot end a long read.
+            _isolate(conn, "AUTOCOMMIT")
         committing = False
         try:
             with conn.begin():
@@ -269,7 +281,7 @@ class Transactions:
         writers instead of queueing them). SQLAlchemy restores the host's level after."""
         dialect = conn.dialect.name
         if dialect in ("postgresql", "mysql"):
-            conn.execution_options(isolation_level="READ COMMITTED")
+            _isolate(conn, "READ COMMITTED")
         if dialect not in ("mysql", "sqlite") or conn.info.get(LOCK_WAIT) == self.lock_wait:
             return
         if dialect == "mysql":
@@ -326,6 +338,21 @@ class _CommitUnknown(Exception):
         super().__init__(str(cause))
         self.result = result
         self.cause = cause.orig or cause
+
+
+def _isolate(conn: Connection, level: str) -> None:
+    """Use ``conn`` at isolation ``level`` (SQLAlchemy restores the engine's when it goes back
+    to the pool). SQLAlchemy makes the change on the driver without wrapping the driver's
+    errors, and on MySQL that is a statement: a pooled connection the server closed fails here
+    first. Its error is wrapped and the connection thrown away, so that the call is retried like
+    after any lost connection."""
+    try:
+        conn.execution_options(isolation_level=level)
+    except conn.dialect.loaded_dbapi.Error as error:
+        conn.invalidate()
+        raise OperationalError(
+            f"isolation level {level}", None, error, connection_invalidated=True
+        ) from error
 
 
 def _pause(attempt: int) -> None:

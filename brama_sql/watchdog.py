@@ -2,13 +2,18 @@
 
 A server that goes silent on an open connection (hung, partitioned away, a black-holed route)
 blocks the client's read for as long as the driver lets it: libpq has no read timeout at all,
-and PyMySQL's waits out its whole read timeout. Before using a connection, a call arms the
-watchdog with the connection and its deadline (:func:`watching`); one daemon thread, started on
-first use in each process, looks at the armed connections a few times a second and cuts those
-whose deadline passed: it shuts their socket down (psycopg 3 and PyMySQL) or interrupts the
+and PyMySQL's waits out its whole read timeout. A call arms the watchdog with its deadline
+before it asks the pool for a connection (:func:`watching`); the connection it gets is attached
+to the watch (:meth:`Watch.attach`), and so is one the pool makes for it meanwhile, before the
+dialect's first queries and the connect-time session settings run (:func:`adopt`, called from
+the pool's ``first_connect`` and ``connect`` events). One daemon thread, started on first use in
+each process, looks at the armed watches a few times a second and cuts the connection of those
+whose deadline passed: it shuts its socket down (psycopg 3 and PyMySQL) or interrupts the
 statement (sqlite3). The blocked call then fails at once with the driver's own error, and the
 connection is thrown away. Arming and disarming cost a dictionary update; nothing runs per call
-on the watchdog's thread.
+on the watchdog's thread. Not covered: the driver's own connection handshake (bounded by its
+connect timeout) and a host engine's ``pool_pre_ping`` (runs before the connection is handed
+out), and drivers other than these three.
 """
 
 from __future__ import annotations
@@ -33,14 +38,25 @@ its deadline."""
 
 @dataclass
 class Watch:
-    """One armed connection: its deadline (``time.monotonic()``) and whether it was cut."""
+    """One armed call: its deadline (``time.monotonic()``), the connection it uses once it has
+    one, and whether the watchdog fired."""
 
     dbapi_connection: Any
     deadline: float
     cut: bool = False
 
+    def attach(self, dbapi_connection: Any) -> None:
+        """The call uses ``dbapi_connection`` from now on; cut it at once if the deadline has
+        already passed."""
+        self.dbapi_connection = dbapi_connection
+        if self.cut or self.deadline <= time.monotonic():
+            self.cut = True
+            cut(dbapi_connection)
+
 
 _armed: dict[int, Watch] = {}
+_current = threading.local()
+"""The watch of the call running in this thread, for :func:`adopt`."""
 _numbers = itertools.count()
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
@@ -48,16 +64,28 @@ _pid = 0
 
 
 @contextmanager
-def watching(dbapi_connection: Any, deadline: float) -> Iterator[Watch]:
-    """Cut ``dbapi_connection`` if the block is still running at ``deadline``."""
-    watch = Watch(dbapi_connection, deadline)
+def watching(deadline: float) -> Iterator[Watch]:
+    """Cut the connection the block uses (see :meth:`Watch.attach` and :func:`adopt`) if the
+    block is still running at ``deadline``."""
+    watch = Watch(None, deadline)
     number = next(_numbers)
     _start()
+    outer = getattr(_current, "watch", None)
+    _current.watch = watch
     _armed[number] = watch
     try:
         yield watch
     finally:
         _armed.pop(number, None)
+        _current.watch = outer
+
+
+def adopt(dbapi_connection: Any, _record: Any = None) -> None:
+    """A pool event listener (``first_connect``, ``connect``): a connection being made for
+    the call running in this thread is covered by that call's watch from now on."""
+    watch = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.attach(dbapi_connection)
 
 
 def cut(dbapi_connection: Any) -> None:
@@ -112,4 +140,5 @@ def _patrol() -> None:
             if not watch.cut and watch.deadline <= now:
                 watch.cut = True
                 logger.warning("brama_sql: a database call passed its time bound; cutting it")
-                cut(watch.dbapi_connection)
+                if watch.dbapi_connection is not None:
+                    cut(watch.dbapi_connection)

@@ -19,12 +19,16 @@ Every thread is a daemon and :meth:`Proxy.close` ends them; every wait is bounde
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
+
+COMMIT = re.compile(rb"\bCOMMIT\b")
+"""A COMMIT statement (not the COMMITTED of ``BEGIN ISOLATION LEVEL READ COMMITTED``)."""
 
 
 @dataclass
@@ -160,7 +164,7 @@ class Proxy:
 
     def _from_client(self, link: _Link, data: bytes) -> None:
         upper = data.upper()
-        if self._lose_next_commit and b"COMMIT" in upper:
+        if self._lose_next_commit and COMMIT.search(upper):
             self._lose_next_commit = False
             link.lost = True
             self.commits_lost += 1
