@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 import time
 import uuid
@@ -39,6 +40,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; the exit status is 0, or 2 when a required server is missing."""
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     plan = _plan(args)
     skipped: list[dict[str, str]] = []
     servers: dict[str, str] = {}
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     print(tables(document))
     print(f"\nbench: {document['duration_s']} s; figures in {args.output}", file=sys.stderr)
     return 0
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """Stop on SIGTERM as on Ctrl-C: the workers are stopped, the databases dropped."""
+    raise SystemExit(128 + signum)
 
 
 def _parser() -> argparse.ArgumentParser:
