@@ -158,7 +158,7 @@ class Transactions:
         Database failures become :class:`BramaDatabaseError` naming ``operation``, and an
         integrity error what ``on_conflict(error)`` returns, if anything.
         """
-        deadline = time.monotonic() + self.lock_wait + self.io_timeout
+        deadline = watchdog.monotonic() + self.lock_wait + self.io_timeout
         lost: _CommitUnknown | None = None
         """The last attempt whose commit reply was lost, while it is not known to be absent."""
         attempt = 0
@@ -192,7 +192,7 @@ class Transactions:
         retry_if: Callable[[IntegrityError], bool] | None,
     ) -> bool:
         """Whether a failed attempt that wrote nothing is worth another one."""
-        if attempt >= ATTEMPTS or time.monotonic() + self.io_timeout > deadline:
+        if attempt >= ATTEMPTS or watchdog.monotonic() + self.io_timeout > deadline:
             return False
         if isinstance(error, IntegrityError):
             return retry_if is not None and retry_if(error)
@@ -231,13 +231,13 @@ class Transactions:
         be made; after that, the outcome is unknown."""
         assert confirm is not None
         failure: BaseException = unknown.cause
-        while deadline - time.monotonic() >= self.io_timeout:
+        while deadline - watchdog.monotonic() >= self.io_timeout:
             try:
                 with self.gate:
                     return self._once(confirm, True, deadline)
             except (SQLAlchemyError, _CommitUnknown) as error:
                 failure = error
-                time.sleep(min(CONFIRM_PAUSE_S, max(0.0, deadline - time.monotonic())))
+                time.sleep(min(CONFIRM_PAUSE_S, max(0.0, deadline - watchdog.monotonic())))
         raise ReportOutcomeUnknownError(operation, unknown.cause) from failure
 
     def _once(self, body: Callable[[Connection], T], write: bool, deadline: float) -> T:

@@ -31,6 +31,17 @@ from typing import Any
 
 logger = logging.getLogger("brama_sql")
 
+_REAL_MONOTONIC = (time.monotonic,)
+"""The monotonic clock as it was when brama_sql was imported, kept in a tuple: a test that
+freezes time (freezegun replaces ``time.monotonic`` and every module attribute bound to it)
+must not move call deadlines, or frozen time jumping forward would cut every connection."""
+
+
+def monotonic() -> float:
+    """Seconds of a clock that only goes forward, for call deadlines (never frozen by tests)."""
+    return _REAL_MONOTONIC[0]()
+
+
 TICK_S = 0.05
 """How often the watchdog looks at the armed connections: a call ends at most this long after
 its deadline."""
@@ -38,7 +49,7 @@ its deadline."""
 
 @dataclass
 class Watch:
-    """One armed call: its deadline (``time.monotonic()``), the connection it uses once it has
+    """One armed call: its deadline (:func:`monotonic`), the connection it uses once it has
     one, and whether the watchdog fired."""
 
     dbapi_connection: Any
@@ -49,7 +60,7 @@ class Watch:
         """The call uses ``dbapi_connection`` from now on; cut it at once if the deadline has
         already passed."""
         self.dbapi_connection = dbapi_connection
-        if self.cut or self.deadline <= time.monotonic():
+        if self.cut or self.deadline <= monotonic():
             self.cut = True
             cut(dbapi_connection)
 
@@ -61,6 +72,8 @@ _numbers = itertools.count()
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 _pid = 0
+_forked_into = 0
+"""The process Python's at-fork handlers last ran in (see :func:`_after_fork_in_child`)."""
 
 
 @contextmanager
@@ -112,7 +125,13 @@ def _start() -> None:
     """Start the watchdog's thread in this process unless it runs (threads do not survive a
     fork, so a forked child starts its own on first use)."""
     global _thread, _pid
-    if _thread is not None and _pid == os.getpid():
+    pid = os.getpid()
+    if _thread is not None and _pid == pid:
+        return
+    if _thread is not None and _forked_into != pid:
+        # A fork in C code that ran none of Python's at-fork handlers (a bare fork()): Python's
+        # threading is not safe to use in such a child (its locks may be held by threads that
+        # do not exist here), so no watchdog: calls are bounded by the drivers' timeouts.
         return
     with _lock:
         if _thread is not None and _pid == os.getpid():
@@ -124,8 +143,9 @@ def _start() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock
+    global _lock, _forked_into
     _lock = threading.Lock()  # a thread of the parent may have held it at the fork
+    _forked_into = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only
@@ -135,7 +155,7 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 def _patrol() -> None:
     while True:
         time.sleep(TICK_S)
-        now = time.monotonic()
+        now = monotonic()
         for watch in list(_armed.values()):
             if not watch.cut and watch.deadline <= now:
                 watch.cut = True
