@@ -28,7 +28,18 @@ from bench.contenders import WorkerSpec
 from bench.databases import SERVER_URLS, Unavailable, database, server_version
 from bench.fleet import HOT_NAME, SCOPE, seed, spread_names
 from bench.measure import Cell, measure
-from bench.plan import BRAMA, CORE, DIALECTS, DRIVER, FULL, PYBREAKER, SHORT, Plan, contenders_of
+from bench.plan import (
+    BRAMA,
+    CORE,
+    DIALECTS,
+    DRIVER,
+    FULL,
+    OPERATIONS,
+    PYBREAKER,
+    SHORT,
+    Plan,
+    contenders_of,
+)
 from bench.report import machine, rate, source, tables, write
 from bench.workers import Workers
 from brama_sql.replay import verify
@@ -127,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated subset of sqlite,postgresql,mysql (default: all three)",
     )
+    parser.add_argument(
+        "--operations",
+        type=_names(OPERATIONS),
+        default=None,
+        help=f"comma-separated subset of {','.join(OPERATIONS)} (default: all)",
+    )
     parser.add_argument("--processes", type=_numbers, help="process counts, e.g. 1,4")
     parser.add_argument("--rounds", type=int, help="rounds per contender and cell")
     parser.add_argument("--seconds", type=float, help="length of a round in seconds")
@@ -168,6 +185,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     changes: dict[str, Any] = {}
     if args.dialects:
         changes["dialects"] = args.dialects
+    if args.operations:
+        changes["operations"] = args.operations
     if args.processes:
         changes["processes"] = args.processes
     if args.rounds:
