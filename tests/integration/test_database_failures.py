@@ -207,6 +207,23 @@ def _next_waiter(admin: Connection, dialect: str, database: str, seen: set[int])
     raise AssertionError("the report never blocked on the row lock")
 
 
+def _reporter(brama: Brama) -> tuple[threading.Thread, list[BaseException | None]]:
+    """A started thread reporting a failure of ``svc``, and where its outcome goes (``None``
+    when the report returned, else its error)."""
+    outcome: list[BaseException | None] = []
+
+    def report() -> None:
+        try:
+            brama.failure("svc")  # would trip the circuit: a transition in the same transaction
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=report)
+    thread.start()
+    return thread, outcome
+
+
 @SERVERS
 def test_a_connection_killed_mid_transaction_writes_nothing_and_the_report_is_retried(
     make_brama: Callable[..., Brama],
@@ -219,19 +236,9 @@ def test_a_connection_killed_mid_transaction_writes_nothing_and_the_report_is_re
     connection: it returns normally and is counted exactly once."""
     brama = make_brama(lock_timeout=30)
     brama.register("svc", failure_threshold=1)
-    outcome: list[BaseException | None] = []
-
-    def report() -> None:
-        try:
-            brama.failure("svc")  # would trip the circuit: a transition in the same transaction
-            outcome.append(None)
-        except BaseException as error:
-            outcome.append(error)
-
     database = str(db_url.database)
     with hold_row_lock():
-        reporter = threading.Thread(target=report)
-        reporter.start()
+        reporter, outcome = _reporter(brama)
         first = _next_waiter(admin, dialect, database, set())
         _kill(admin, dialect, first)
         second = _next_waiter(admin, dialect, database, {first})
@@ -255,19 +262,9 @@ def test_a_report_whose_every_attempt_is_killed_raises_and_writes_nothing(
 ) -> None:
     brama = make_brama(lock_timeout=30)
     brama.register("svc", failure_threshold=1)
-    outcome: list[BaseException | None] = []
-
-    def report() -> None:
-        try:
-            brama.failure("svc")
-            outcome.append(None)
-        except BaseException as error:
-            outcome.append(error)
-
     database = str(db_url.database)
     with hold_row_lock():
-        reporter = threading.Thread(target=report)
-        reporter.start()
+        reporter, outcome = _reporter(brama)
         killed: set[int] = set()
         for _ in range(ATTEMPTS):
             backend = _next_waiter(admin, dialect, database, killed)
