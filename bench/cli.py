@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmark, write the JSON file and print the tables.
 
 The full run measures every cell of :data:`bench.plan.FULL` on SQLite, PostgreSQL and MariaDB
-(about eight minutes on 2 cores); ``--short`` runs the smoke-test plan :data:`bench.plan.SHORT`
+(about nine minutes on 2 cores); ``--short`` runs the smoke-test plan :data:`bench.plan.SHORT`
 in seconds. A server that does not answer is skipped with the reason (Redis: only the pybreaker
 contender), unless ``--require-servers`` makes that an error (exit status 2).
 """
