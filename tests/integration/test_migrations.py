@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 
 from brama_sql import Brama, SchemaError
 from brama_sql.migration import (
@@ -139,6 +139,17 @@ def test_concurrent_migrations_from_several_processes(blank_url: URL) -> None:
         engine.dispose()
 
 
+def _hold_the_migration_lock(holder: Connection, dialect: str) -> None:
+    """Take on ``holder`` what a migration takes first: PostgreSQL's advisory lock, MySQL's
+    named lock, SQLite's write lock."""
+    if dialect == "postgresql":
+        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
+    elif dialect == "mysql":
+        holder.execute(text("SELECT GET_LOCK(:name, 5)"), {"name": LOCK_NAME})
+    else:
+        holder.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def test_migrate_waits_for_another_migration_longer_than_the_lock_wait_limit(
     blank_url: URL, dialect: str
 ) -> None:
@@ -148,12 +159,7 @@ def test_migrate_waits_for_another_migration_longer_than_the_lock_wait_limit(
     engine = create_engine(blank_url)
     upgrade(engine, "0001")
     holder = engine.connect()
-    if dialect == "postgresql":
-        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
-    elif dialect == "mysql":
-        holder.execute(text("SELECT GET_LOCK(:name, 5)"), {"name": LOCK_NAME})
-    else:
-        holder.exec_driver_sql("BEGIN IMMEDIATE")
+    _hold_the_migration_lock(holder, dialect)
 
     def release() -> None:
         time.sleep(2)  # the other migration takes a while (not waiting for an expiry)
@@ -184,12 +190,7 @@ def test_migrate_on_a_current_database_takes_no_lock(db_url: URL, dialect: str) 
     brama.connections()  # as an application would: on SQLite the file is in WAL from here
     engine = create_engine(db_url)
     holder = engine.connect()
-    if dialect == "postgresql":
-        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
-    elif dialect == "mysql":
-        holder.execute(text("SELECT GET_LOCK(:name, 5)"), {"name": LOCK_NAME})
-    else:
-        holder.exec_driver_sql("BEGIN IMMEDIATE")
+    _hold_the_migration_lock(holder, dialect)
     done = threading.Event()
     failed: list[BaseException] = []
 
