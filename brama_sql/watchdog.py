@@ -7,19 +7,29 @@ before it asks the pool for a connection (:func:`watching`); the connection it g
 to the watch (:meth:`Watch.attach`), and so is one the pool makes for it meanwhile, before the
 dialect's first queries and the connect-time session settings run (:func:`adopt`, called from
 the pool's ``first_connect`` and ``connect`` events). One daemon thread, started on first use in
-each process, looks at the armed watches a few times a second and cuts the connection of those
-whose deadline passed: it shuts its socket down (psycopg 3 and PyMySQL) or interrupts the
-statement (sqlite3). The blocked call then fails at once with the driver's own error, and the
-connection is thrown away. Arming and disarming cost a dictionary update; nothing runs per call
-on the watchdog's thread. Not covered: the driver's own connection handshake (bounded by its
-connect timeout) and a host engine's ``pool_pre_ping`` (runs before the connection is handed
-out), and drivers other than these three.
+each process, sleeps until the earliest deadline among the armed watches and cuts the connection
+of those whose deadline passed: it shuts its socket down (psycopg 3 and PyMySQL) or interrupts
+the statement (sqlite3). The blocked call then fails at once with the driver's own error, and the
+connection is thrown away. Arming costs a dictionary update under a lock (and a wake-up of the
+thread only when the new deadline is earlier than the one it sleeps until); nothing runs per call
+on the watchdog's thread.
+
+Not covered: the driver's own connection handshake (bounded by its connect timeout), a host
+engine's ``pool_pre_ping`` (runs before the connection is handed out), and other drivers.
+
+The thread never wakes in a process with nothing armed (after the last deadline it slept for):
+it waits on a condition with no timeout. That matters beyond saving CPU. A process forked by C
+code that skips Python's at-fork handlers (uWSGI's workers, a bare ``fork()``) inherits the
+interpreter's lock state as it was: had a thread been waiting for the GIL at that instant, the
+child's only thread would wait forever to hand the GIL over. A parent whose start-up calls are
+done has a watchdog that never asks for the GIL, so forking it is safe.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import socket
 import threading
@@ -40,11 +50,6 @@ must not move call deadlines, or frozen time jumping forward would cut every con
 def monotonic() -> float:
     """Seconds of a clock that only goes forward, for call deadlines (never frozen by tests)."""
     return _REAL_MONOTONIC[0]()
-
-
-TICK_S = 0.05
-"""How often the watchdog looks at the armed connections: a call ends at most this long after
-its deadline."""
 
 
 @dataclass
@@ -70,6 +75,10 @@ _current = threading.local()
 """The watch of the call running in this thread, for :func:`adopt`."""
 _numbers = itertools.count()
 _lock = threading.Lock()
+_wakeup = threading.Condition(threading.Lock())
+"""Guards :data:`_armed` insertions against the thread's look at them, and wakes the thread."""
+_sleeping_until = math.inf
+"""The deadline the thread sleeps until (infinite while nothing is armed)."""
 _thread: threading.Thread | None = None
 _pid = 0
 _forked_into = 0
@@ -81,11 +90,16 @@ def watching(deadline: float) -> Iterator[Watch]:
     """Cut the connection the block uses (see :meth:`Watch.attach` and :func:`adopt`) if the
     block is still running at ``deadline``."""
     watch = Watch(None, deadline)
+    if not _start():
+        yield watch  # a bare fork's child: no watchdog (see _start)
+        return
     number = next(_numbers)
-    _start()
     outer = getattr(_current, "watch", None)
     _current.watch = watch
-    _armed[number] = watch
+    with _wakeup:
+        _armed[number] = watch
+        if deadline < _sleeping_until:
+            _wakeup.notify()
     try:
         yield watch
     finally:
@@ -121,30 +135,33 @@ def cut(dbapi_connection: Any) -> None:
         logger.debug("watchdog: %r was already closed", dbapi_connection, exc_info=True)
 
 
-def _start() -> None:
+def _start() -> bool:
     """Start the watchdog's thread in this process unless it runs (threads do not survive a
-    fork, so a forked child starts its own on first use)."""
+    fork, so a forked child starts its own on first use); whether this process has one."""
     global _thread, _pid
     pid = os.getpid()
     if _thread is not None and _pid == pid:
-        return
+        return True
     if _thread is not None and _forked_into != pid:
         # A fork in C code that ran none of Python's at-fork handlers (a bare fork()): Python's
         # threading is not safe to use in such a child (its locks may be held by threads that
         # do not exist here), so no watchdog: calls are bounded by the drivers' timeouts.
-        return
+        return False
     with _lock:
         if _thread is not None and _pid == os.getpid():
-            return
+            return True
         _armed.clear()  # a forked child inherits its parent's entries, none of them its own
         _thread = threading.Thread(target=_patrol, name="brama_sql-watchdog", daemon=True)
         _pid = os.getpid()
         _thread.start()
+        return True
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _forked_into
-    _lock = threading.Lock()  # a thread of the parent may have held it at the fork
+    global _lock, _wakeup, _sleeping_until, _forked_into
+    _lock = threading.Lock()  # a thread of the parent may have held them at the fork
+    _wakeup = threading.Condition(threading.Lock())
+    _sleeping_until = math.inf
     _forked_into = os.getpid()
 
 
@@ -153,12 +170,22 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 
 
 def _patrol() -> None:
-    while True:
-        time.sleep(TICK_S)
-        now = monotonic()
-        for watch in list(_armed.values()):
-            if not watch.cut and watch.deadline <= now:
+    global _sleeping_until
+    with _wakeup:
+        while True:
+            now = monotonic()
+            earliest = math.inf
+            for watch in list(_armed.values()):
+                if watch.cut:
+                    continue
+                if watch.deadline > now:
+                    earliest = min(earliest, watch.deadline)
+                    continue
                 watch.cut = True
                 logger.warning("brama_sql: a database call passed its time bound; cutting it")
                 if watch.dbapi_connection is not None:
                     cut(watch.dbapi_connection)
+            _sleeping_until = earliest
+            # Parked (no timeout) while nothing is armed; else until the earliest deadline. A
+            # watch disarmed meanwhile costs one wake-up at its deadline, nothing more.
+            _wakeup.wait(None if earliest == math.inf else earliest - now)

@@ -1,0 +1,115 @@
+"""The watchdog's thread: cuts what passed its deadline, sleeps until the earliest deadline, and
+is parked (never waking, never asking for the GIL) in a process with nothing armed, so that a
+bare C ``fork()`` of an idle process cannot inherit a thread waiting for the GIL."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from brama_sql import watchdog
+
+WAIT_S = 10.0
+"""The bound on anything these tests wait for."""
+
+
+class Interruptible:
+    """Stands in for a sqlite3 connection: the watchdog cuts it by calling ``interrupt()``."""
+
+    def __init__(self) -> None:
+        self.interrupted = threading.Event()
+
+    def interrupt(self) -> None:
+        self.interrupted.set()
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) until the watchdog's thread has done what ``condition`` checks."""
+    bound = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < bound, "the watchdog's thread never got there"
+        time.sleep(0.01)
+
+
+def wait_until_parked() -> None:
+    """Wait (bounded) until the thread has nothing armed to sleep for."""
+    wait_until(lambda: watchdog._sleeping_until == math.inf)
+
+
+def test_a_connection_past_its_deadline_is_cut_and_the_thread_parks_afterwards() -> None:
+    connection = Interruptible()
+    with watchdog.watching(watchdog.monotonic() + 0.05) as watch:
+        watch.attach(connection)
+        assert connection.interrupted.wait(WAIT_S), "the watchdog never cut the connection"
+        assert watch.cut
+    wait_until_parked()
+
+
+def test_an_earlier_deadline_wakes_a_thread_sleeping_until_a_later_one() -> None:
+    late, early = Interruptible(), Interruptible()
+    with watchdog.watching(watchdog.monotonic() + 3600) as long_watch:
+        long_watch.attach(late)
+        with watchdog.watching(watchdog.monotonic() + 0.05) as short_watch:
+            short_watch.attach(early)
+            assert early.interrupted.wait(WAIT_S), "the earlier deadline was slept through"
+        assert not late.interrupted.is_set() and not long_watch.cut
+        wait_until(lambda: watchdog._sleeping_until == long_watch.deadline)
+
+
+def test_a_connection_attached_after_its_deadline_is_cut_at_once() -> None:
+    connection = Interruptible()
+    with watchdog.watching(watchdog.monotonic() - 1) as watch:
+        watch.attach(connection)
+        assert connection.interrupted.is_set() and watch.cut
+
+
+def test_a_call_that_ends_in_time_is_never_cut() -> None:
+    connection = Interruptible()
+    with watchdog.watching(watchdog.monotonic() + 0.2) as watch:
+        watch.attach(connection)
+    wait_until_parked()
+    assert not connection.interrupted.is_set() and not watch.cut
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_bare_forks_of_a_process_whose_watchdog_is_parked_never_hang() -> None:
+    """The uWSGI pattern: start-up calls in the master, then workers forked by C code that runs
+    none of Python's at-fork handlers. Each child runs Python for a while (dropping and taking
+    the GIL many times) and exits; a hung child fails the test instead of hanging it."""
+    with watchdog.watching(watchdog.monotonic() + 0.05):
+        pass
+    wait_until_parked()
+    libc_fork = ctypes.PyDLL(None).fork
+    libc_fork.restype = ctypes.c_int
+    children = []
+    for _ in range(20):
+        pid = libc_fork()
+        if pid == 0:  # the child: never return into pytest
+            try:
+                total = sum(i * i for i in range(200_000))
+                os._exit(0 if total else 1)
+            finally:
+                os._exit(1)
+        children.append(pid)
+    bound = time.monotonic() + WAIT_S
+    hung = []
+    for pid in children:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(status) == 0
+                break
+            if time.monotonic() > bound:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                hung.append(pid)
+                break
+            time.sleep(0.01)
+    assert not hung, f"bare-forked children hung: {hung}"
