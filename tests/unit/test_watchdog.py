@@ -5,8 +5,10 @@ bare C ``fork()`` of an idle process cannot inherit a thread waiting for the GIL
 from __future__ import annotations
 
 import ctypes
+import linecache
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +42,17 @@ def wait_until(condition: Callable[[], bool]) -> None:
 def wait_until_parked() -> None:
     """Wait (bounded) until the thread has nothing armed to sleep for."""
     wait_until(lambda: watchdog._sleeping_until == math.inf)
+
+
+def blocked_in_wait() -> bool:
+    """Whether the watchdog's thread is blocked on its condition's lock (it no longer runs
+    Python code, so it does not hold or ask for the GIL)."""
+    thread = watchdog._thread
+    assert thread is not None and thread.ident is not None
+    frame = sys._current_frames().get(thread.ident)
+    if frame is None or frame.f_code.co_name != "wait":
+        return False
+    return "waiter.acquire()" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
 
 
 def test_a_connection_past_its_deadline_is_cut_and_the_thread_parks_afterwards() -> None:
@@ -86,6 +99,7 @@ def test_bare_forks_of_a_process_whose_watchdog_is_parked_never_hang() -> None:
     with watchdog.watching(watchdog.monotonic() + 0.05):
         pass
     wait_until_parked()
+    wait_until(blocked_in_wait)  # parking runs some Python code after the flag is set
     libc_fork = ctypes.PyDLL(None).fork
     libc_fork.restype = ctypes.c_int
     children = []
@@ -112,4 +126,4 @@ def test_bare_forks_of_a_process_whose_watchdog_is_parked_never_hang() -> None:
                 hung.append(pid)
                 break
             time.sleep(0.01)
-    assert not hung, f"bare-forked children hung: {hung}"
+    assert not hung, f"bare-forked children hung: {hung}; threads: {threading.enumerate()}"
