@@ -149,8 +149,30 @@ class _Found:
 
     @property
     def missing(self) -> list[str]:
-        """brama_sql's tables that do not exist, in the order of the models."""
-        return [name for name in metadata.tables if name not in self.present]
+        """brama_sql's tables that the recorded revision has and that do not exist, in the
+        order of the models (every table for a revision these scripts do not know)."""
+        return [
+            name
+            for name in metadata.tables
+            if name not in self.present and _has_table(self.revision, name)
+        ]
+
+
+INTRODUCED_AT = {"brama_rollups": "0004"}
+"""The tables a later revision than the first created, and that revision."""
+
+
+def _has_table(revision: str | None, table: str) -> bool:
+    """Whether the schema at ``revision`` has ``table`` (a revision these scripts do not know
+    is newer than theirs, so it has every table)."""
+    introduced = INTRODUCED_AT.get(table)
+    if introduced is None or revision is None or revision not in known():
+        return True
+    scripts = ScriptDirectory.from_config(config())
+    return any(
+        script is not None and script.revision == introduced
+        for script in scripts.iterate_revisions(revision, "base")
+    )
 
 
 def _look(connection: Connection) -> _Found:

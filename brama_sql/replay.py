@@ -4,53 +4,123 @@ reproduce its row. Operators and tests use :func:`replay` to check that the log 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from brama_sql import circuit as machine
-from brama_sql.circuit import MANUAL_ACTIONS, Cause, Circuit, Kind, Occurrence, Settings
+from brama_sql.circuit import MANUAL_ACTIONS, Cause, Circuit, Kind, Occurrence, Settings, State
 from brama_sql.errors import BramaError
 from brama_sql.records import Event
 from brama_sql.rows import Identity, circuit_of, event_record, settings_of
 from brama_sql.schema import connections, events, stored_scope
+from brama_sql.tallies import Tally
 
 
 class ReplayError(BramaError):
     """The log does not follow from the state machine."""
 
 
-def replay(log: Iterable[Event], settings: Settings) -> Circuit | None:
-    """The circuit the log leads to, or ``None`` when the connection was unregistered or removed.
+@dataclass
+class Checkpoint:
+    """Where a replay stands after some event: the circuit (``None`` once the connection was
+    unregistered or removed), the settings, and the tally of the events fed so far. Pruning
+    stores one on the row for the newest event it deleted; replaying goes on from it."""
 
-    ``log`` holds one connection's events in id order (several registrations are fine: each
-    ``registered`` starts afresh, with the settings it records). ``configured`` events change
-    the settings from there on. ``settings`` are the connection's settings at the end of the
-    log; they serve for a registration logged before registrations recorded their settings.
-    Raises :class:`ReplayError` at the first event the machine would not have written.
+    circuit: Circuit | None
+    settings: Settings
+    tally: Tally = field(default_factory=Tally)
+
+    def as_json(self) -> dict[str, Any]:
+        """This checkpoint as JSON (the ``checkpoint`` column)."""
+        circuit = self.circuit
+        return {
+            "circuit": None
+            if circuit is None
+            else {
+                "state": circuit.state.value,
+                "failure_count": circuit.failure_count,
+                "opened_at": None if circuit.opened_at is None else circuit.opened_at.isoformat(),
+                "episode": circuit.episode,
+            },
+            "settings": self.settings.as_options(),
+            "tally": self.tally.as_json(),
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Checkpoint:
+        """The checkpoint :meth:`as_json` wrote."""
+        found = document.get("circuit")
+        circuit = None
+        if found is not None:
+            opened_at = found.get("opened_at")
+            circuit = Circuit(
+                State(found["state"]),
+                int(found["failure_count"]),
+                None if opened_at is None else datetime.fromisoformat(opened_at),
+                int(found["episode"]),
+            )
+        return cls(
+            circuit, Settings.from_options(document["settings"]), Tally.from_json(document["tally"])
+        )
+
+
+class Replay:
+    """Feeds a connection's events, in id order, through the state machine.
+
+    Starts from ``start`` (a pruning checkpoint), or before any registration. ``settings`` are
+    the connection's settings at the end of the log; with ``lookahead`` (the log's later events)
+    they serve a registration logged before registrations recorded their settings (see
+    :func:`_registered_with`). Raises :class:`ReplayError` at the first event the machine
+    would not have written.
     """
-    circuit: Circuit | None = None
-    events = list(log)
-    current = settings
-    expected: deque[Occurrence] = deque()
-    for index, event in enumerate(events):
+
+    def __init__(
+        self,
+        settings: Settings,
+        start: Checkpoint | None = None,
+        lookahead: Sequence[Event] = (),
+    ) -> None:
+        self.circuit: Circuit | None = None if start is None else start.circuit
+        self.settings = settings if start is None else start.settings
+        self.tally = Tally() if start is None else start.tally
+        self._final = settings
+        self._lookahead = lookahead
+        self._expected: deque[Occurrence] = deque()
+
+    @property
+    def settled(self) -> bool:
+        """Whether every event the machine wrote for the last step has been fed."""
+        return not self._expected
+
+    def checkpoint(self) -> Checkpoint:
+        """Where the replay stands (only meaningful when :attr:`settled`)."""
+        return Checkpoint(self.circuit, self.settings, self.tally)
+
+    def feed(self, event: Event) -> None:
+        """Replay one more event."""
         seen = _occurrence(event)
-        if expected:
-            _match(event, seen, expected.popleft())
-            continue
+        self.tally = self.tally.adding(event.kind, event.occurred_at)
+        if self._expected:
+            _match(event, seen, self._expected.popleft())
+            return
+        circuit, current = self.circuit, self.settings
         if event.kind is Kind.REGISTERED:
-            circuit = machine.INITIAL
-            current = _registered_with(events, index, settings)
-            continue
+            self.circuit = machine.INITIAL
+            self.settings = _registered_with(event, self._lookahead, self._final)
+            self.tally = Tally().adding(event.kind, event.occurred_at)
+            return
         if circuit is None:
             raise ReplayError(f"event {event.id} ({event.kind}) before any registration")
         if event.kind in (Kind.UNREGISTERED, Kind.REMOVED):
             _expect_no_expiry(event, circuit, current)
-            circuit = None
-            continue
+            self.circuit = None
+            return
         if event.kind in (Kind.SUCCESS, Kind.FAILURE):
             _expect_no_expiry(event, circuit, current)
             outcome = machine.record(
@@ -58,7 +128,7 @@ def replay(log: Iterable[Event], settings: Settings) -> Circuit | None:
             )
         elif event.kind is Kind.CONFIGURED:
             _expect_no_expiry(event, circuit, current)
-            current = _configured(event, current)
+            self.settings = current = _configured(event, current)
             outcome = machine.configure(circuit, current, event.occurred_at, event.details or {})
         elif event.cause is Cause.EXPIRY:
             outcome = machine.expire(circuit, current, event.occurred_at)
@@ -71,22 +141,48 @@ def replay(log: Iterable[Event], settings: Settings) -> Circuit | None:
         if not outcome.occurrences:
             raise ReplayError(f"event {event.id}: the machine writes nothing here")
         _match(event, seen, outcome.occurrences[0])
-        expected.extend(outcome.occurrences[1:])
-        circuit = outcome.circuit
-    if expected:
-        raise ReplayError(f"the log ends before the events the machine expects: {list(expected)}")
-    return circuit
+        self._expected.extend(outcome.occurrences[1:])
+        self.circuit = outcome.circuit
+
+    def finish(self) -> Checkpoint:
+        """Where the whole log leads; raises if it ends before the machine's last step did."""
+        if self._expected:
+            raise ReplayError(
+                f"the log ends before the events the machine expects: {list(self._expected)}"
+            )
+        return self.checkpoint()
 
 
-def _registered_with(events: list[Event], index: int, final: Settings) -> Settings:
-    """The settings the registration at ``events[index]`` started with: as it recorded them,
-    else (a registration logged by an older release) the ``final`` settings with the old
-    values of its later ``configured`` events put back, newest first."""
-    recorded = (events[index].details or {}).get("settings")
+def replay(
+    log: Iterable[Event], settings: Settings, start: Checkpoint | None = None
+) -> Circuit | None:
+    """The circuit the log leads to, or ``None`` when the connection was unregistered or removed.
+
+    ``log`` holds one connection's events in id order (several registrations are fine: each
+    ``registered`` starts afresh, with the settings it records), from the first one, or from
+    the one after ``start``. ``configured`` events change the settings from there on.
+    ``settings`` are the connection's settings at the end of the log; they serve for a
+    registration logged before registrations recorded their settings. Raises
+    :class:`ReplayError` at the first event the machine would not have written.
+    """
+    events = list(log)
+    replaying = Replay(settings, start, events)
+    for event in events:
+        replaying.feed(event)
+    return replaying.finish().circuit
+
+
+def _registered_with(registration: Event, log: Sequence[Event], final: Settings) -> Settings:
+    """The settings ``registration`` started with: as it recorded them, else (a registration
+    logged by an older release) the ``final`` settings with the old values of its later
+    ``configured`` events in ``log`` put back, newest first."""
+    recorded = (registration.details or {}).get("settings")
     if recorded is not None:
         return Settings.from_options(recorded)
     later: list[Event] = []
-    for event in events[index + 1 :]:
+    for event in log:
+        if event.id <= registration.id:
+            continue
         if event.kind is Kind.REGISTERED:
             break
         if event.kind is Kind.CONFIGURED:
@@ -145,9 +241,11 @@ def verify(
     """Check that a connection's log explains its row; return the replayed circuit.
 
     Reads the row and the log of its latest registration from one snapshot, replays the log
-    and compares state, ``failure_count``, ``opened_at`` and episode with the row. The settings
-    come from the row; pass ``settings`` for a connection that no longer exists (its log must
-    then end with its removal). Raises :class:`ReplayError` on any difference.
+    (from the row's pruning checkpoint when :meth:`~brama_sql.Brama.prune` deleted its start)
+    and compares state, ``failure_count``, ``opened_at``, episode and the tallies (counts and
+    latest times) with the row. The settings come from the row; pass ``settings`` for a
+    connection that no longer exists (its log must then end with its removal). Raises
+    :class:`ReplayError` on any difference.
     """
     identity = Identity(identifier, scope)
     with _snapshot(engine) as conn:
@@ -158,11 +256,12 @@ def verify(
             if row is not None
             else conn.execute(select(func.max(events.c.connection_id)).where(mine)).scalar()
         )
+        after = 0 if row is None else row.pruned_through
         log = [
             event_record(found)
             for found in conn.execute(
                 select(events)
-                .where(mine, events.c.connection_id == incarnation)
+                .where(mine, events.c.connection_id == incarnation, events.c.id > after)
                 .order_by(events.c.id)
             )
         ]
@@ -170,11 +269,19 @@ def verify(
         if row is None:
             raise ReplayError(f"{identifier!r}/{scope!r} has no row: pass the settings it had")
         settings = settings_of(row)
-    replayed = replay(log, settings)
+    start = None
+    if row is not None and row.checkpoint is not None:
+        start = Checkpoint.from_json(row.checkpoint)
+    replaying = Replay(settings, start, log)
+    for event in log:
+        replaying.feed(event)
+    reached = replaying.finish()
     stored = None if row is None else circuit_of(row)
-    if replayed != stored:
-        raise ReplayError(f"the log leads to {replayed}, the row holds {stored}")
-    return replayed
+    if reached.circuit != stored:
+        raise ReplayError(f"the log leads to {reached.circuit}, the row holds {stored}")
+    if row is not None and reached.tally != Tally.of_row(row):
+        raise ReplayError(f"the log tallies {reached.tally}, the row holds {Tally.of_row(row)}")
+    return reached.circuit
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """Rows of the brama_sql tables read as the records of the API: circuits, settings,
-statuses and events, and the one statement that reads a connection with its log's metrics."""
+statuses and events."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, func, select
+from sqlalchemy import ColumnElement, Row
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Settings, State
 from brama_sql.records import ConnectionStatus, Event
-from brama_sql.schema import api_scope, connections, events, stored_scope
+from brama_sql.schema import api_scope, connections, stored_scope
 
 
 @dataclass(frozen=True)
@@ -49,34 +49,8 @@ def settings_of(row: Row[Any]) -> Settings:
     )
 
 
-def with_metrics(condition: ColumnElement[bool]) -> Select[Any]:
-    """The rows matching ``condition``, each with aggregates of its log since registration.
-
-    One statement, so the row and its metrics come from one snapshot on every dialect; each
-    aggregate is a correlated subquery on the ``(connection_id, kind, occurred_at)`` index.
-    """
-
-    def aggregate(kind: Kind, function: Any, label: str) -> Any:
-        return (
-            select(function)
-            .where(events.c.connection_id == connections.c.id, events.c.kind == kind.value)
-            .scalar_subquery()
-            .label(label)
-        )
-
-    latest = func.max(events.c.occurred_at)
-    return select(
-        connections,
-        aggregate(Kind.SUCCESS, func.count(), "successes"),
-        aggregate(Kind.SUCCESS, latest, "last_success"),
-        aggregate(Kind.FAILURE, func.count(), "failures"),
-        aggregate(Kind.FAILURE, latest, "last_failure"),
-        aggregate(Kind.TRANSITION, latest, "last_transition"),
-    ).where(condition)
-
-
 def status_of(row: Row[Any], now: datetime) -> ConnectionStatus:
-    """The status of a row of :func:`with_metrics` at ``now``."""
+    """The status of a ``brama_connections`` row at ``now``, with the tallies it keeps."""
     settings = settings_of(row)
     stored = circuit_of(row)
     circuit = machine.current(stored, settings, now)
@@ -84,7 +58,7 @@ def status_of(row: Row[Any], now: datetime) -> ConnectionStatus:
         # An expiry that no write has persisted yet: it happened at opened_at + expiry.
         state_changed_at = stored.expires_at(settings)
     else:
-        state_changed_at = row.last_transition or row.registered_at
+        state_changed_at = row.last_transition_at or row.registered_at
     assert state_changed_at is not None
     reports = row.successes + row.failures
     return ConnectionStatus(
@@ -92,8 +66,8 @@ def status_of(row: Row[Any], now: datetime) -> ConnectionStatus:
         scope=api_scope(row.scope),
         state=circuit.state,
         failure_count=circuit.failure_count,
-        last_failure_time=row.last_failure,
-        last_success_time=row.last_success,
+        last_failure_time=row.last_failure_at,
+        last_success_time=row.last_success_at,
         opened_at=circuit.opened_at,
         metadata=dict(row.metadata),
         failure_threshold=row.failure_threshold,

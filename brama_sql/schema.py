@@ -61,11 +61,26 @@ connections = Table(
     Column("episode", Integer, nullable=False),
     Column("metadata", JSON_DOCUMENT, nullable=False),
     Column("registered_at", UTCDateTime(), nullable=False),
+    Column("successes", BigInteger, nullable=False, server_default="0"),
+    Column("failures", BigInteger, nullable=False, server_default="0"),
+    Column("last_success_at", UTCDateTime(), nullable=True),
+    Column("last_failure_at", UTCDateTime(), nullable=True),
+    Column("last_transition_at", UTCDateTime(), nullable=True),
+    Column("last_event_at", UTCDateTime(), nullable=True),
+    Column("pruned_through", BigInteger, nullable=False, server_default="0"),
+    Column("checkpoint", JSON_DOCUMENT, nullable=True),
     UniqueConstraint("identifier", "scope"),
     sqlite_autoincrement=True,
     mysql_charset=MYSQL_CHARSET,
 )
-"""One row per registered connection: its circuit and its options."""
+"""One row per registered connection: its circuit, its options and the tallies of its log.
+
+The tallies (``successes``, ``failures`` and the ``last_*_at`` times of its reports, transitions
+and events) are kept by the transaction that appends the events they count, so reading them
+costs the same at a thousand events as at a billion; ``verify`` checks them against the log.
+``pruned_through`` is the id of the newest event :meth:`~brama_sql.Brama.prune` deleted, and
+``checkpoint`` (JSON) what replaying the log up to it gave: the circuit, the settings and the
+tallies at that point, from which ``verify`` replays the rest."""
 
 events = Table(
     "brama_events",
@@ -85,7 +100,7 @@ events = Table(
     Column("actor", String(255), nullable=True),
     Column("details", JSON_DOCUMENT, nullable=True),
     Column("call_id", BigInteger, nullable=True),
-    Index(None, "connection_id", "kind", "occurred_at"),
+    Index(None, "connection_id", "id"),
     Index(None, "connection_id", "occurred_at"),
     Index(None, "identifier", "scope", "id"),
     Index(None, "occurred_at"),
@@ -113,6 +128,30 @@ permits = Table(
 """Probe permits of half-open circuits whose ``half_open_max_calls`` is set: one row per caller
 let through, until its report settles it or ``expires_at`` passes. Only ever touched while the
 connection's row lock is held."""
+
+
+rollups = Table(
+    "brama_rollups",
+    metadata,
+    Column("connection_id", Integer, primary_key=True),
+    Column("hour", UTCDateTime(), primary_key=True),
+    Column("identifier", ExactString(IDENTIFIER_LENGTH), nullable=False),
+    Column("scope", ExactString(IDENTIFIER_LENGTH), nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("successes", BigInteger, nullable=False),
+    Column("failures", BigInteger, nullable=False),
+    Column("transitions", BigInteger, nullable=False),
+    Column("trips", BigInteger, nullable=False),
+    Column("first_event_id", BigInteger, nullable=False),
+    Column("last_event_id", BigInteger, nullable=False),
+    Index(None, "hour"),
+    Index(None, "identifier", "scope", "hour"),
+    mysql_charset=MYSQL_CHARSET,
+)
+"""What :meth:`~brama_sql.Brama.prune` deleted, per connection (row id, as in the log) and per
+hour of ``occurred_at``: how many events, reports of each kind, transitions, and transitions to
+``open`` (trips); the ids of the first and last event folded in. The log's totals over any span
+of whole hours are these plus the events still in the log."""
 
 
 def stored_scope(scope: str | None) -> str:

@@ -32,9 +32,9 @@ from brama_sql.rows import (
     identity_of,
     settings_of,
     status_of,
-    with_metrics,
 )
 from brama_sql.schema import api_scope, connections, events, permits, stored_scope
+from brama_sql.tallies import Tally
 from brama_sql.transaction import Transactions
 
 Step = Callable[[Circuit, Settings, datetime, bool], Outcome]
@@ -127,7 +127,9 @@ class Store:
                 connection_id = _insert(conn, identity, registration, now, actor, receipt)
             else:
                 connection_id = found.id
-            (row,) = conn.execute(with_metrics(connections.c.id == connection_id)).all()
+            (row,) = conn.execute(
+                select(connections).where(connections.c.id == connection_id)
+            ).all()
             differences = {} if found is None else changes(_options(row), registration.as_options())
             return status_of(row, now), differences
 
@@ -174,7 +176,7 @@ class Store:
                 elif new_settings.permit_lifetime < settings.permit_lifetime:
                     _shorten_permits(conn, row.id, new_settings.permit_lifetime)
                 _save(conn, row, before, outcome, actor, receipt)
-            (fresh,) = conn.execute(with_metrics(connections.c.id == row.id)).all()
+            fresh = _by_id(conn, row.id)
             return status_of(fresh, now)
 
         return self.run(
@@ -304,9 +306,7 @@ class Store:
             if row is None:
                 return False  # removed meanwhile, or locked by a call in progress: active
             now = self.now(conn)
-            last = conn.execute(
-                select(_last_activity()).where(connections.c.id == row.id)
-            ).scalar_one()
+            last = row.last_event_at or row.registered_at
             expires_at = circuit_of(row).expires_at(settings_of(row))
             if expires_at is not None and expires_at <= now:
                 last = max(last, expires_at)
@@ -382,11 +382,11 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
 
     def status(self, identity: Identity, actor: str) -> ConnectionStatus:
-        """The connection's status with metrics from its log; raises if it is not registered
+        """The connection's status with the tallies of its log; raises if it is not registered
         (a declared connection without a row is registered first, by ``actor``)."""
 
         def body(conn: Connection) -> ConnectionStatus | None:
-            row = conn.execute(with_metrics(identity.where())).one_or_none()
+            row = conn.execute(select(connections).where(identity.where())).one_or_none()
             if row is None:
                 if self.declared(identity) is None:
                     raise NotRegisteredError(identity.identifier, identity.scope)
@@ -397,7 +397,7 @@ class Store:
 
         def register_declared(conn: Connection) -> ConnectionStatus:
             row = self._lock(conn, identity, actor, receipt)
-            (fresh,) = conn.execute(with_metrics(connections.c.id == row.id)).all()
+            fresh = _by_id(conn, row.id)
             return status_of(fresh, self.now(conn))
 
         found = self.run("status", body, write=False)
@@ -442,7 +442,11 @@ class Store:
         """The status of every connection matching ``condition``, by scope then identifier."""
 
         def body(conn: Connection) -> tuple[Sequence[Row[Any]], datetime]:
-            query = with_metrics(condition).order_by(connections.c.scope, connections.c.identifier)
+            query = (
+                select(connections)
+                .where(condition)
+                .order_by(connections.c.scope, connections.c.identifier)
+            )
             return conn.execute(query).all(), self.now(conn)
 
         # The records are made after the transaction: a long one would sit idle meanwhile.
@@ -495,6 +499,7 @@ def _insert(
             metadata=registration.metadata,
             registered_at=now,
             **settings.as_options(),  # the option columns are named like the options
+            **Tally().adding_all(_kinds(outcome.occurrences)).columns(),
         )
     )
     assert inserted.inserted_primary_key is not None
@@ -506,6 +511,11 @@ def _insert(
 def _options(row: Row[Any]) -> dict[str, Any]:
     """The options a ``brama_connections`` row stores, in their JSON form."""
     return Registration(dict(row.metadata), settings_of(row)).as_options()
+
+
+def _by_id(conn: Connection, connection_id: int) -> Row[Any]:
+    """The ``brama_connections`` row with id ``connection_id`` (which must exist)."""
+    return conn.execute(select(connections).where(connections.c.id == connection_id)).one()
 
 
 def _find(conn: Connection, identity: Identity, lock: bool = False) -> Row[Any] | None:
@@ -553,9 +563,11 @@ def _save(
     actor: str,
     receipt: Receipt | None = None,
 ) -> None:
-    """Write the row if the circuit changed, drop permits once it leaves half-open, log."""
+    """Write the row (circuit and tallies) if anything happened, drop permits once it leaves
+    half-open, log."""
     after = outcome.circuit
-    if after != before:
+    if after != before or outcome.occurrences:
+        tally = Tally.of_row(row).adding_all(_kinds(outcome.occurrences))
         conn.execute(
             update(connections)
             .where(connections.c.id == row.id)
@@ -564,6 +576,7 @@ def _save(
                 failure_count=after.failure_count,
                 opened_at=after.opened_at,
                 episode=after.episode,
+                **tally.columns(),
             )
         )
     if (
@@ -665,17 +678,17 @@ def _append(
     )
 
 
+def _kinds(occurrences: Sequence[Occurrence]) -> list[tuple[Kind, datetime]]:
+    return [(occurrence.kind, occurrence.occurred_at) for occurrence in occurrences]
+
+
 def _value(member: State | machine.Cause | None) -> str | None:
     return None if member is None else member.value
 
 
 def _last_activity() -> Any:
-    """The time of a connection's newest event (a correlated scalar subquery)."""
-    return (
-        select(func.max(events.c.occurred_at))
-        .where(events.c.connection_id == connections.c.id)
-        .scalar_subquery()
-    )
+    """The time of a connection's newest event (kept on its row)."""
+    return func.coalesce(connections.c.last_event_at, connections.c.registered_at)
 
 
 SQLITE_BUSY_CODES = {5, 6}

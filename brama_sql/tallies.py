@@ -1,0 +1,97 @@
+"""The tallies a connection's row keeps of its log: how many successes and failures it holds and
+when its latest report, transition and event happened.
+
+The transaction that appends events adds them to the row's tally (:meth:`Tally.adding`), so
+``status()`` reads them instead of counting the log; ``verify`` folds the log the same way and
+compares. A tally is a pure value: no I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from brama_sql.circuit import Kind
+
+COLUMNS = (
+    "successes",
+    "failures",
+    "last_success_at",
+    "last_failure_at",
+    "last_transition_at",
+    "last_event_at",
+)
+"""The ``brama_connections`` columns of a tally, named like its fields."""
+TIMES = {Kind.SUCCESS: "last_success_at", Kind.FAILURE: "last_failure_at"}
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Counts and latest times of the events of one connection (one registration of it)."""
+
+    successes: int = 0
+    failures: int = 0
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+    last_transition_at: datetime | None = None
+    last_event_at: datetime | None = None
+
+    def adding(self, kind: Kind, occurred_at: datetime) -> Tally:
+        """This tally with one more event of ``kind`` at ``occurred_at`` (latest times are the
+        greatest seen, as ``MAX(occurred_at)`` over the log would be, whatever the order)."""
+        changes: dict[str, Any] = {"last_event_at": _latest(self.last_event_at, occurred_at)}
+        if kind is Kind.SUCCESS:
+            changes["successes"] = self.successes + 1
+        elif kind is Kind.FAILURE:
+            changes["failures"] = self.failures + 1
+        if kind in TIMES:
+            changes[TIMES[kind]] = _latest(getattr(self, TIMES[kind]), occurred_at)
+        elif kind is Kind.TRANSITION:
+            changes["last_transition_at"] = _latest(self.last_transition_at, occurred_at)
+        return replace(self, **changes)
+
+    def adding_all(self, events: Iterable[tuple[Kind, datetime]]) -> Tally:
+        """This tally with each ``(kind, occurred_at)`` of ``events`` added."""
+        tally = self
+        for kind, occurred_at in events:
+            tally = tally.adding(kind, occurred_at)
+        return tally
+
+    def columns(self) -> dict[str, Any]:
+        """The ``brama_connections`` column values of this tally."""
+        return asdict(self)
+
+    def as_json(self) -> dict[str, Any]:
+        """This tally as JSON (times in ISO 8601), for a pruning checkpoint."""
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Tally:
+        """The tally :meth:`as_json` wrote."""
+
+        def time(name: str) -> datetime | None:
+            value = document.get(name)
+            return None if value is None else datetime.fromisoformat(value)
+
+        return cls(
+            successes=int(document["successes"]),
+            failures=int(document["failures"]),
+            last_success_at=time("last_success_at"),
+            last_failure_at=time("last_failure_at"),
+            last_transition_at=time("last_transition_at"),
+            last_event_at=time("last_event_at"),
+        )
+
+    @classmethod
+    def of_row(cls, row: Any) -> Tally:
+        """The tally a ``brama_connections`` row holds."""
+        return cls(**{name: getattr(row, name) for name in COLUMNS})
+
+
+def _latest(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current
