@@ -34,6 +34,7 @@ from brama_sql.errors import (
     SchemaError,
 )
 from brama_sql.options import Registration, changes, describe
+from brama_sql.pruning import BATCH_SIZE, Pruner
 from brama_sql.records import ConnectionStatus, Event, Transition
 from brama_sql.rows import Identity
 from brama_sql.schema import connections, events, stored_scope
@@ -537,6 +538,23 @@ class Brama:
         if self.inactive_after is None:
             return 0
         return self._store.cleanup(timedelta(seconds=self.inactive_after), self.actor())
+
+    def prune(self, older_than: float | timedelta, *, batch_size: int = BATCH_SIZE) -> int:
+        """Delete the events older than ``older_than`` seconds (or a ``timedelta``); return
+        how many went.
+
+        Totals stay exact: ``status()`` and ``connections()`` read tallies the row keeps, and
+        each deleted event is added to the ``brama_rollups`` row of its connection and hour.
+        Deletes in short batches (a connection's row is locked for one batch at a time), so it
+        runs safely beside live traffic and resumes where an interrupted run stopped. A
+        connection's log keeps its events from the cutoff on; that of an unregistered or removed
+        connection goes whole once its newest event is older. ``replay.verify`` goes on from
+        the checkpoint each batch stores on the row. ``batch_size`` events at most are
+        deleted per transaction. See docs/retention.md.
+        """
+        age = validation.seconds(older_than, "older_than")
+        size = validation.threshold(batch_size, "batch_size")
+        return Pruner(self._store, size).prune(timedelta(seconds=age))
 
     def start_cleaner(self, interval: float | timedelta = 60.0) -> Cleaner:
         """Run :meth:`cleanup` every ``interval`` seconds in a daemon thread; returns the

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 from click.core import ParameterSource
@@ -23,6 +23,7 @@ from brama_sql.brama import Brama
 from brama_sql.circuit import Kind
 from brama_sql.engine import DEFAULT_URL
 from brama_sql.errors import BramaError, InvalidArgumentError, NotRegisteredError, describe
+from brama_sql.pruning import BATCH_SIZE
 from brama_sql.records import ConnectionStatus, Event
 
 URL_ENVVAR = "BRAMA_SQL_URL"
@@ -295,6 +296,50 @@ def cleanup(ctx: click.Context, inactive_after: float | None) -> None:
     removed = brama.cleanup()
     noun = "connection" if removed == 1 else "connections"
     click.echo(f"Removed {removed} inactive {noun}.")
+
+
+class _Duration(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A duration: seconds, or a number with a unit (``90s``, ``15m``, ``12h``, ``30d``, ``2w``)."""
+
+    name = "DURATION"
+    UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = self.UNITS.get(text[-1:], None) if text else None
+        number = text[:-1] if unit is not None else text
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration such as 3600, 90m, 12h or 30d", param, ctx)
+        if not seconds > 0 or seconds == float("inf"):
+            self.fail(f"{value!r} is not a positive duration", param, ctx)
+        return seconds
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    type=_Duration(),
+    required=True,
+    help="Delete events older than this: seconds, or 90m, 12h, 30d, 2w.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=BATCH_SIZE,
+    show_default=True,
+    help="Events deleted per transaction.",
+)
+@click.pass_context
+def prune(ctx: click.Context, older_than: float, batch_size: int) -> None:
+    """Delete old events, keeping totals in hourly rollups (run it from cron)."""
+    brama = _runtime(ctx).brama(ctx)
+    deleted = brama.prune(older_than, batch_size=batch_size)
+    noun = "event" if deleted == 1 else "events"
+    click.echo(f"Deleted {deleted} {noun} older than {_duration(older_than)}.")
 
 
 @main.command()

@@ -355,6 +355,40 @@ def test_cleanup_rejects_a_bad_inactive_after(db_url: URL) -> None:
     assert "Traceback" not in result.output
 
 
+# -- prune ------------------------------------------------------------------------------------
+
+
+def test_prune_deletes_old_events_and_keeps_the_totals(db_url: URL, open_brama: Brama) -> None:
+    with freeze_time(START) as frozen:
+        open_brama.register("svc", failure_threshold=100)
+        for _ in range(3):
+            open_brama.failure("svc")
+            open_brama.success("svc")
+        old = len(open_brama.events("svc"))
+        frozen.tick(timedelta(days=31))
+        open_brama.success("svc")
+        before = open_brama.status("svc")
+
+        result = invoke(db_url, "prune", "--older-than", "30d")
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == f"Deleted {old} events older than 30d 00h."
+        assert [event.kind.value for event in open_brama.events("svc")] == ["success"]
+        assert open_brama.status("svc") == before
+        assert (before.total_successes, before.total_failures) == (4, 3)
+
+        again = invoke(db_url, "prune", "--older-than", "3600", "--batch-size", "1")
+        assert again.stdout.strip() == "Deleted 0 events older than 1h 00m."
+        verified = invoke(db_url, "verify")
+        assert verified.exit_code == 0, verified.output
+
+
+@pytest.mark.parametrize("wrong", ["0", "-1h", "30x", "d", "", "inf"])
+def test_prune_rejects_a_duration_that_is_not_one(db_url: URL, wrong: str) -> None:
+    result = invoke(db_url, "prune", "--older-than", wrong)
+    assert result.exit_code == 2
+    assert "--older-than" in result.output and "Traceback" not in result.output
+
+
 # -- bad URLs ---------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ USES: dict[str, Callable[[Brama], Any]] = {
     "brama_connections": lambda brama: brama.status("kept"),
     "brama_events": lambda brama: brama.events(),
     "brama_permits": lambda brama: brama.available("kept"),  # claims a probe permit
+    "brama_rollups": lambda brama: brama.prune(30),  # folds the registration into a rollup
 }
 """A call that needs each table (in the scenario below: 'kept' is half-open, permits limited)."""
 
