@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import create_engine, func, insert, select
+from sqlalchemy import create_engine, func, insert, select, update
 from sqlalchemy.engine import URL, Connection
 
 from bench.plan import FLEET, HOT, SPREAD, STATUS, Plan
@@ -121,6 +121,16 @@ def _fill_log(conn: Connection, name: str, wanted: int) -> None:
     ]
     if copies:
         conn.execute(insert(events), copies)
+        latest = copies[-1]["occurred_at"]
+        conn.execute(  # the row's tallies count its log, as brama_sql's own writes keep them
+            update(connections)
+            .where(connections.c.id == connection_id)
+            .values(
+                successes=connections.c.successes + len(copies),
+                last_success_at=latest,
+                last_event_at=latest,
+            )
+        )
 
 
 def _copy_idle(conn: Connection, template_name: str, names: list[str]) -> None:

@@ -7,14 +7,12 @@ The work of each operation, on the tables brama_sql created:
 - ``available``: one SELECT of the row's state, ``opened_at`` and expiry; open circuits whose
   expiry has elapsed count as half-open (available), as brama_sql's lazy expiry does.
 - ``success`` / ``failure``: one transaction that locks the row (``SELECT ... FOR UPDATE``;
-  ``BEGIN IMMEDIATE`` on SQLite), updates its failure count when it changes (a failure always,
-  a healthy success only when it resets earlier failures: brama_sql does not write an
-  unchanged row either) and inserts the event brama_sql would log.
-- ``status``: one SELECT of the row with its log's aggregates (successes, failures, the last
-  success, failure and transition), each a correlated subquery on the ``(connection_id, kind,
-  occurred_at)`` index, turned into the same fields as a ``ConnectionStatus``. (A join grouped
-  by the row, or a grouped derived table, was as fast or slower on every dialect; up to 8x
-  slower on SQLite.)
+  ``BEGIN IMMEDIATE`` on SQLite), updates its failure count and its tallies (the count of
+  the report's kind, its latest time and the latest event's time, as brama_sql keeps them
+  since revision 0004) and inserts the event brama_sql would log.
+- ``status``: one SELECT of the row, whose tallies hold the log's totals and latest times,
+  turned into the same fields as a ``ConnectionStatus``. (Before revision 0004 brama_sql and
+  the twins counted the log here, with a correlated subquery per aggregate.)
 - ``connections``: the same SELECT over every row, ordered by scope and identifier.
 - ``guarded``: ``available`` then ``success``.
 
@@ -39,7 +37,6 @@ from sqlalchemy import (
     Select,
     bindparam,
     create_engine,
-    func,
     insert,
     select,
     update,
@@ -156,21 +153,13 @@ class Twin(Protocol):
 
 
 def _core_metrics() -> Select[Any]:
-    def of(kind: str, function: Any) -> Any:
-        return (
-            select(function)
-            .where(events.c.connection_id == connections.c.id, events.c.kind == kind)
-            .scalar_subquery()
-        )
-
-    latest = func.max(events.c.occurred_at)
     return select(
         *(connections.c[name] for name in STATUS_FIELDS[:11]),
-        of("success", func.count()),
-        of("success", latest),
-        of("failure", func.count()),
-        of("failure", latest),
-        of("transition", latest),
+        connections.c.successes,
+        connections.c.last_success_at,
+        connections.c.failures,
+        connections.c.last_failure_at,
+        connections.c.last_transition_at,
     )
 
 
@@ -190,11 +179,21 @@ CORE_LOCK = (
     .where(_IDENTITY)
     .with_for_update()
 )
-CORE_COUNT = (
-    update(connections)
-    .where(connections.c.id == bindparam("row_id"))
-    .values(failure_count=bindparam("new_count"))
-)
+_CORE_ROW = update(connections).where(connections.c.id == bindparam("row_id"))
+CORE_TALLY = {
+    "success": _CORE_ROW.values(
+        failure_count=bindparam("new_count"),
+        successes=connections.c.successes + 1,
+        last_success_at=bindparam("at"),
+        last_event_at=bindparam("at"),
+    ),
+    "failure": _CORE_ROW.values(
+        failure_count=bindparam("new_count"),
+        failures=connections.c.failures + 1,
+        last_failure_at=bindparam("at"),
+        last_event_at=bindparam("at"),
+    ),
+}
 CORE_EVENT = insert(events)
 CORE_STATUS = _core_metrics().where(_IDENTITY)
 CORE_CONNECTIONS = _core_metrics().order_by(connections.c.scope, connections.c.identifier)
@@ -229,8 +228,7 @@ class CoreTwin:
             row = conn.execute(CORE_LOCK, {"identifier": identifier, "scope": SCOPE}).one()
             at = now()
             count = reported_count(kind, row.state, row.failure_count, row.failure_threshold)
-            if count != row.failure_count:
-                conn.execute(CORE_COUNT, {"row_id": row.id, "new_count": count})
+            conn.execute(CORE_TALLY[kind], {"row_id": row.id, "new_count": count, "at": at})
             conn.execute(
                 CORE_EVENT,
                 {
@@ -266,16 +264,7 @@ class CoreTwin:
 _METRICS_SQL = """
 SELECT c.identifier, c.scope, c.state, c.failure_count, c.opened_at, c.failure_threshold,
        c.expiry, c.half_open_max_calls, c.probe_timeout, c.metadata, c.registered_at,
-       (SELECT COUNT(*) FROM brama_events e
-        WHERE e.connection_id = c.id AND e.kind = 'success'),
-       (SELECT MAX(e.occurred_at) FROM brama_events e
-        WHERE e.connection_id = c.id AND e.kind = 'success'),
-       (SELECT COUNT(*) FROM brama_events e
-        WHERE e.connection_id = c.id AND e.kind = 'failure'),
-       (SELECT MAX(e.occurred_at) FROM brama_events e
-        WHERE e.connection_id = c.id AND e.kind = 'failure'),
-       (SELECT MAX(e.occurred_at) FROM brama_events e
-        WHERE e.connection_id = c.id AND e.kind = 'transition')
+       c.successes, c.last_success_at, c.failures, c.last_failure_at, c.last_transition_at
 FROM brama_connections c
 """
 DRIVER_SQL = {
@@ -283,7 +272,12 @@ DRIVER_SQL = {
     "WHERE identifier = %(identifier)s AND scope = %(scope)s",
     "lock": "SELECT id, state, failure_count, failure_threshold FROM brama_connections "
     "WHERE identifier = %(identifier)s AND scope = %(scope)s FOR UPDATE",
-    "count": "UPDATE brama_connections SET failure_count = %(failure_count)s WHERE id = %(id)s",
+    "success": "UPDATE brama_connections SET failure_count = %(failure_count)s, "
+    "successes = successes + 1, last_success_at = %(at)s, last_event_at = %(at)s "
+    "WHERE id = %(id)s",
+    "failure": "UPDATE brama_connections SET failure_count = %(failure_count)s, "
+    "failures = failures + 1, last_failure_at = %(at)s, last_event_at = %(at)s "
+    "WHERE id = %(id)s",
     "event": "INSERT INTO brama_events (connection_id, identifier, scope, kind, occurred_at, "
     "reason, failure_count, probe, actor) VALUES (%(connection_id)s, %(identifier)s, "
     "%(scope)s, %(kind)s, %(occurred_at)s, %(reason)s, %(failure_count)s, %(probe)s, %(actor)s)",
@@ -412,8 +406,10 @@ class DriverTwin:
             connection_id, state, failure_count, threshold = row
             at = now()
             count = reported_count(kind, state, failure_count, threshold)
-            if count != failure_count:
-                self._execute("count", {"failure_count": count, "id": connection_id})
+            self._execute(
+                kind,
+                {"failure_count": count, "id": connection_id, "at": self._stored_time(at)},
+            )
             self._execute(
                 "event",
                 {
