@@ -5,23 +5,27 @@ nothing. Time comes from a clock the test moves."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from brama_sql import Brama, Kind, State
 from brama_sql.migration import downgrade, upgrade
 from brama_sql.replay import ReplayError, verify
 from brama_sql.schema import connections, events, rollups
+from brama_sql.types import UTCDateTime
 
 START = datetime(2031, 9, 1, 6, 0, tzinfo=timezone.utc)
 STEP = timedelta(seconds=90)
 HOUR = 3600.0
+RETENTION = Path(__file__).resolve().parents[2] / "docs" / "retention.md"
 
 
 class Clock:
@@ -248,3 +252,37 @@ def test_revision_0004_fills_the_tallies_from_the_log_and_downgrades(
 def brama_events(brama: Brama) -> list[Any]:
     with brama.engine.connect() as conn:
         return list(conn.execute(select(events.c.id)))
+
+
+def documented_query(name: str) -> str:
+    """The SQL block of docs/retention.md under ``<!-- query: name -->``."""
+    found = re.search(
+        rf"<!-- query: {name} -->\s*```sql\n(.*?)```", RETENTION.read_text(), re.DOTALL
+    )
+    assert found, f"docs/retention.md has no query {name}"
+    return found.group(1)
+
+
+def test_the_documented_totals_since_an_hour_count_pruned_and_logged_events_once(
+    make_brama: Callable[..., Brama],
+) -> None:
+    clock = Clock()
+    brama = make_brama(clock=clock)
+    live_through_three_hours(brama, clock)
+    brama.register("other", scope="x")
+    brama.failure("other", scope="x")
+    whole = {("", "svc"): log_totals(brama.events("svc"))}
+    whole[("x", "other")] = log_totals(brama.events("other", scope="x"))
+    assert brama.prune(HOUR, batch_size=50) > 0
+    statement = text(documented_query("totals_since_hour")).bindparams(
+        bindparam("since", type_=UTCDateTime())
+    )
+    with brama.engine.connect() as conn:
+        rows = conn.execute(statement, {"since": START}).all()
+    assert {
+        (row.scope, row.identifier): (int(row.successes), int(row.failures), int(row.trips))
+        for row in rows
+    } == {
+        key: (totals["successes"], totals["failures"], totals["trips"])
+        for key, totals in whole.items()
+    }
