@@ -479,6 +479,7 @@ class Brama:
                 ),
                 self.actor(),
                 report=True,
+                shared=kind is Kind.SUCCESS,
             )
         except BramaDatabaseError as error:
             if self.on_db_error == "raise":

@@ -33,7 +33,7 @@ from brama_sql.records import Event
 from brama_sql.replay import Checkpoint, Replay
 from brama_sql.rows import event_record, settings_of
 from brama_sql.schema import connections, events, rollups, stored_scope
-from brama_sql.store import Store
+from brama_sql.store import Store, fold
 
 logger = logging.getLogger("brama_sql")
 
@@ -128,6 +128,7 @@ class Pruner:
         ).one_or_none()
         if row is None:
             return 0, False  # removed meanwhile: its log is pruned whole by a later run
+        fold(conn, row)  # the row's tallies must count every event deleted
         found = [
             event_record(found)
             for found in conn.execute(

@@ -279,9 +279,20 @@ def verify(
     stored = None if row is None else circuit_of(row)
     if reached.circuit != stored:
         raise ReplayError(f"the log leads to {reached.circuit}, the row holds {stored}")
-    if row is not None and reached.tally != Tally.of_row(row):
-        raise ReplayError(f"the log tallies {reached.tally}, the row holds {Tally.of_row(row)}")
+    if row is not None:
+        kept = _with_tail(Tally.of_row(row), [e for e in log if e.id > row.tallied_through])
+        if reached.tally != kept:
+            raise ReplayError(f"the log tallies {reached.tally}, the row holds {kept}")
     return reached.circuit
+
+
+def _with_tail(tally: Tally, tail: list[Event]) -> Tally:
+    """The row's tallies with its tail, which must be healthy successes only."""
+    for event in tail:
+        if event.kind is not Kind.SUCCESS:
+            raise ReplayError(f"event {event.id} ({event.kind}) is after the row's tallies")
+    latest = max((event.occurred_at for event in tail), default=None)
+    return tally.with_tail(len(tail), latest)
 
 
 @contextmanager

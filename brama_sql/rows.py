@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row
+from sqlalchemy import ColumnElement, Row, Select, func, select
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Settings, State
 from brama_sql.records import ConnectionStatus, Event
-from brama_sql.schema import api_scope, connections, stored_scope
+from brama_sql.schema import api_scope, connections, events, stored_scope
+from brama_sql.tallies import Tally
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,28 @@ def settings_of(row: Row[Any]) -> Settings:
     )
 
 
+def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
+    """The ``brama_connections`` rows matching ``condition``, each with its tail: how many
+    events it has after ``tallied_through`` (healthy successes not folded in yet, a bounded
+    number) and the latest one's time. One statement, so row and tail are one snapshot."""
+    tail = (events.c.connection_id == connections.c.id) & (
+        events.c.id > connections.c.tallied_through
+    )
+    return select(
+        connections,
+        select(func.count()).where(tail).scalar_subquery().label("tail_successes"),
+        select(func.max(events.c.occurred_at)).where(tail).scalar_subquery().label("tail_latest"),
+    ).where(condition)
+
+
+def tally_of(row: Row[Any]) -> Tally:
+    """The tallies of a row of :func:`with_tail`: those it keeps plus its tail."""
+    return Tally.of_row(row).with_tail(row.tail_successes, row.tail_latest)
+
+
 def status_of(row: Row[Any], now: datetime) -> ConnectionStatus:
-    """The status of a ``brama_connections`` row at ``now``, with the tallies it keeps."""
+    """The status of a row of :func:`with_tail` at ``now``."""
+    tally = tally_of(row)
     settings = settings_of(row)
     stored = circuit_of(row)
     circuit = machine.current(stored, settings, now)
@@ -58,25 +79,25 @@ def status_of(row: Row[Any], now: datetime) -> ConnectionStatus:
         # An expiry that no write has persisted yet: it happened at opened_at + expiry.
         state_changed_at = stored.expires_at(settings)
     else:
-        state_changed_at = row.last_transition_at or row.registered_at
+        state_changed_at = tally.last_transition_at or row.registered_at
     assert state_changed_at is not None
-    reports = row.successes + row.failures
+    reports = tally.successes + tally.failures
     return ConnectionStatus(
         identifier=row.identifier,
         scope=api_scope(row.scope),
         state=circuit.state,
         failure_count=circuit.failure_count,
-        last_failure_time=row.last_failure_at,
-        last_success_time=row.last_success_at,
+        last_failure_time=tally.last_failure_at,
+        last_success_time=tally.last_success_at,
         opened_at=circuit.opened_at,
         metadata=dict(row.metadata),
         failure_threshold=row.failure_threshold,
         expiry=row.expiry,
         registered_at=row.registered_at,
         state_changed_at=state_changed_at,
-        total_successes=row.successes,
-        total_failures=row.failures,
-        success_rate=row.successes / reports if reports else None,
+        total_successes=tally.successes,
+        total_failures=tally.failures,
+        success_rate=tally.successes / reports if reports else None,
         time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
         half_open_max_calls=row.half_open_max_calls,
         probe_timeout=settings.permit_lifetime.total_seconds(),

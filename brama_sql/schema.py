@@ -67,6 +67,7 @@ connections = Table(
     Column("last_failure_at", UTCDateTime(), nullable=True),
     Column("last_transition_at", UTCDateTime(), nullable=True),
     Column("last_event_at", UTCDateTime(), nullable=True),
+    Column("tallied_through", BigInteger, nullable=False, server_default="0"),
     Column("pruned_through", BigInteger, nullable=False, server_default="0"),
     Column("checkpoint", JSON_DOCUMENT, nullable=True),
     UniqueConstraint("identifier", "scope"),
@@ -76,8 +77,11 @@ connections = Table(
 """One row per registered connection: its circuit, its options and the tallies of its log.
 
 The tallies (``successes``, ``failures`` and the ``last_*_at`` times of its reports, transitions
-and events) are kept by the transaction that appends the events they count, so reading them
-costs the same at a thousand events as at a billion; ``verify`` checks them against the log.
+and events) count its events up to the id ``tallied_through``. Every write under the exclusive
+row lock folds into them its own events and the few after ``tallied_through`` (the tail), so
+reading them costs the same at a thousand events as at a billion; a healthy success, written
+under the shared lock, only appends its event to the tail. ``verify`` checks them against the
+log.
 ``pruned_through`` is the id of the newest event :meth:`~brama_sql.Brama.prune` deleted, and
 ``checkpoint`` (JSON) what replaying the log up to it gave: the circuit, the settings and the
 tallies at that point, from which ``verify`` replays the rest."""

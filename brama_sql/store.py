@@ -15,7 +15,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, overload
 
-from sqlalchemy import ColumnElement, Row, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -32,6 +43,7 @@ from brama_sql.rows import (
     identity_of,
     settings_of,
     status_of,
+    with_tail,
 )
 from brama_sql.schema import api_scope, connections, events, permits, stored_scope
 from brama_sql.tallies import Tally
@@ -127,9 +139,7 @@ class Store:
                 connection_id = _insert(conn, identity, registration, now, actor, receipt)
             else:
                 connection_id = found.id
-            (row,) = conn.execute(
-                select(connections).where(connections.c.id == connection_id)
-            ).all()
+            row = _by_id(conn, connection_id)
             differences = {} if found is None else changes(_options(row), registration.as_options())
             return status_of(row, now), differences
 
@@ -193,13 +203,28 @@ class Store:
         return self.run("status", body, write=False)
 
     def change(
-        self, operation: str, identity: Identity, step: Step, actor: str, *, report: bool
+        self,
+        operation: str,
+        identity: Identity,
+        step: Step,
+        actor: str,
+        *,
+        report: bool,
+        shared: bool = False,
     ) -> Outcome:
         """Lock the row, apply a due expiry, then ``step``; write the row and the events.
 
         For a ``report``, ``step`` learns whether ``actor`` holds a probe permit of the
-        current episode, and that permit is settled (deleted).
+        current episode, and that permit is settled (deleted). With ``shared`` (a success
+        report), the row's shared lock is tried first: when ``step`` leaves the circuit as it
+        is (a healthy success), its event is appended to the tail under that lock, without
+        writing the row (:meth:`_unchanged`); otherwise the exclusive lock decides.
         """
+        if shared:
+            try:
+                return self._unchanged(operation, identity, step, actor)
+            except _NeedsExclusive:
+                pass
 
         receipt = Receipt()
 
@@ -220,6 +245,51 @@ class Store:
         return self.run(
             operation, body, write=True, retry_if=_duplicate_identity, confirm=receipt.committed
         )
+
+    def _unchanged(self, operation: str, identity: Identity, step: Step, actor: str) -> Outcome:
+        """A report that leaves the circuit as it is, appended under the row's shared lock
+        (healthy successes run side by side; a write that may change the circuit waits for
+        them, and they for it). Raises :class:`_NeedsExclusive`, having written nothing, when
+        the report may change something: no row yet, a due expiry, a half-open circuit with
+        permits to settle, or a step that changes the circuit or logs more than the report.
+        Once the tail grows past :data:`FOLD_GAP` ids, it is folded into the row's tallies."""
+        receipt = Receipt()
+
+        def body(conn: Connection) -> tuple[Outcome, int]:
+            row = _find(conn, identity, lock=True, shared=True)
+            if row is None:
+                raise _NeedsExclusive
+            now = self.now(conn)
+            before, settings = circuit_of(row), settings_of(row)
+            if before.state is State.HALF_OPEN and settings.permits_limited:
+                raise _NeedsExclusive
+            if machine.expire(before, settings, now).occurrences:
+                raise _NeedsExclusive
+            outcome = step(before, settings, now, False)
+            if outcome.circuit != before or len(outcome.occurrences) != 1:
+                raise _NeedsExclusive
+            (occurrence,) = outcome.occurrences
+            event_id = _append(conn, row.id, identity_of(row), [occurrence], actor, receipt)
+            return outcome, event_id - row.tallied_through
+
+        outcome, gap = self.run(operation, body, write=True, confirm=receipt.committed)
+        if gap > FOLD_GAP:
+            self._fold(identity)
+        return outcome
+
+    def _fold(self, identity: Identity) -> None:
+        """Fold a connection's tail into its tallies, under the exclusive lock. Best effort:
+        the reports are written already, so a failure is logged, and the next write folds."""
+
+        def body(conn: Connection) -> None:
+            row = _find(conn, identity, lock=True)
+            if row is not None:
+                fold(conn, row)
+
+        try:
+            self.run("fold", body, write=True)
+        except BramaDatabaseError as error:
+            logger.warning("brama_sql: folding the tallies of %s failed: %s", identity, error)
 
     def claim(self, identity: Identity, actor: str) -> bool:
         """Whether ``actor`` may call now; in a half-open circuit with limited permits, claim one.
@@ -292,9 +362,14 @@ class Store:
 
         def candidates(conn: Connection) -> list[Identity]:
             cutoff = self.now(conn) - inactive_after
+            recent_tail = exists().where(
+                events.c.connection_id == connections.c.id,
+                events.c.id > connections.c.tallied_through,
+                events.c.occurred_at >= cutoff,
+            )
             rows = conn.execute(
                 select(connections.c.identifier, connections.c.scope)
-                .where(_last_activity() < cutoff)
+                .where(_last_activity() < cutoff, ~recent_tail)
                 .order_by(connections.c.id)
             )
             return [Identity(row.identifier, api_scope(row.scope)) for row in rows]
@@ -306,7 +381,7 @@ class Store:
             if row is None:
                 return False  # removed meanwhile, or locked by a call in progress: active
             now = self.now(conn)
-            last = row.last_event_at or row.registered_at
+            last = _folded(conn, row).last_event_at or row.registered_at
             expires_at = circuit_of(row).expires_at(settings_of(row))
             if expires_at is not None and expires_at <= now:
                 last = max(last, expires_at)
@@ -386,7 +461,7 @@ class Store:
         (a declared connection without a row is registered first, by ``actor``)."""
 
         def body(conn: Connection) -> ConnectionStatus | None:
-            row = conn.execute(select(connections).where(identity.where())).one_or_none()
+            row = conn.execute(with_tail(identity.where())).one_or_none()
             if row is None:
                 if self.declared(identity) is None:
                     raise NotRegisteredError(identity.identifier, identity.scope)
@@ -442,11 +517,7 @@ class Store:
         """The status of every connection matching ``condition``, by scope then identifier."""
 
         def body(conn: Connection) -> tuple[Sequence[Row[Any]], datetime]:
-            query = (
-                select(connections)
-                .where(condition)
-                .order_by(connections.c.scope, connections.c.identifier)
-            )
+            query = with_tail(condition).order_by(connections.c.scope, connections.c.identifier)
             return conn.execute(query).all(), self.now(conn)
 
         # The records are made after the transaction: a long one would sit idle meanwhile.
@@ -467,6 +538,17 @@ class Store:
 
 
 # -- row helpers ----------------------------------------------------------------------------
+
+
+FOLD_GAP = 1000
+"""A healthy success whose event id is this far past its row's ``tallied_through`` folds the
+tail into the tallies after it commits. Ids are global, so a connection's tail holds at most
+this many events (plus those of calls in flight), and reads count no more than that."""
+
+
+class _NeedsExclusive(Exception):
+    """A report under the shared lock that may change the circuit: nothing was written, the
+    exclusive lock decides instead."""
 
 
 def _duplicate_identity(error: IntegrityError) -> bool:
@@ -504,7 +586,12 @@ def _insert(
     )
     assert inserted.inserted_primary_key is not None
     connection_id: int = inserted.inserted_primary_key[0]
-    _append(conn, connection_id, identity, outcome.occurrences, actor, receipt)
+    event_id = _append(conn, connection_id, identity, outcome.occurrences, actor, receipt)
+    conn.execute(  # its tallies count its registration
+        update(connections)
+        .where(connections.c.id == connection_id)
+        .values(tallied_through=event_id or _newest_event(connection_id))
+    )
     return connection_id
 
 
@@ -514,14 +601,17 @@ def _options(row: Row[Any]) -> dict[str, Any]:
 
 
 def _by_id(conn: Connection, connection_id: int) -> Row[Any]:
-    """The ``brama_connections`` row with id ``connection_id`` (which must exist)."""
-    return conn.execute(select(connections).where(connections.c.id == connection_id)).one()
+    """The row with id ``connection_id`` (which must exist), with its tail (:func:`with_tail`)."""
+    return conn.execute(with_tail(connections.c.id == connection_id)).one()
 
 
-def _find(conn: Connection, identity: Identity, lock: bool = False) -> Row[Any] | None:
+def _find(
+    conn: Connection, identity: Identity, lock: bool = False, shared: bool = False
+) -> Row[Any] | None:
+    """The connection's row; with ``lock``, its exclusive lock (``shared``: its shared one)."""
     query = select(connections).where(identity.where())
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update(read=shared)
     return conn.execute(query).one_or_none()
 
 
@@ -566,26 +656,58 @@ def _save(
     """Write the row (circuit and tallies) if anything happened, drop permits once it leaves
     half-open, log."""
     after = outcome.circuit
-    if after != before or outcome.occurrences:
-        tally = Tally.of_row(row).adding_all(_kinds(outcome.occurrences))
-        conn.execute(
-            update(connections)
-            .where(connections.c.id == row.id)
-            .values(
-                state=after.state.value,
-                failure_count=after.failure_count,
-                opened_at=after.opened_at,
-                episode=after.episode,
-                **tally.columns(),
-            )
-        )
     if (
         row.half_open_max_calls is not None
         and after.state is not State.HALF_OPEN
         and any(occurrence.from_state is State.HALF_OPEN for occurrence in outcome.occurrences)
     ):
         _drop_permits(conn, row.id)
+    if after == before and not outcome.occurrences:
+        return
+    tally = _folded(conn, row).adding_all(_kinds(outcome.occurrences))
     _append(conn, row.id, identity_of(row), outcome.occurrences, actor, receipt)
+    conn.execute(
+        update(connections)
+        .where(connections.c.id == row.id)
+        .values(
+            state=after.state.value,
+            failure_count=after.failure_count,
+            opened_at=after.opened_at,
+            episode=after.episode,
+            tallied_through=_newest_event(row.id),
+            **tally.columns(),
+        )
+    )
+
+
+def _folded(conn: Connection, row: Row[Any]) -> Tally:
+    """The row's tallies with its tail folded in: the healthy successes appended under the
+    shared lock since ``tallied_through``. Only under the exclusive row lock (no tail event
+    can be added meanwhile)."""
+    count, latest = conn.execute(
+        select(func.count(), func.max(events.c.occurred_at)).where(
+            events.c.connection_id == row.id, events.c.id > row.tallied_through
+        )
+    ).one()
+    return Tally.of_row(row).with_tail(int(count), latest)
+
+
+def _newest_event(connection_id: int) -> Any:
+    """The id of the connection's newest event (a scalar subquery; ``0`` without events)."""
+    return (
+        select(func.coalesce(func.max(events.c.id), 0))
+        .where(events.c.connection_id == connection_id)
+        .scalar_subquery()
+    )
+
+
+def fold(conn: Connection, row: Row[Any]) -> None:
+    """Fold the tail of a row locked exclusively into its tallies."""
+    conn.execute(
+        update(connections)
+        .where(connections.c.id == row.id)
+        .values(tallied_through=_newest_event(row.id), **_folded(conn, row).columns())
+    )
 
 
 def _drop_permits(
@@ -646,36 +768,40 @@ def _append(
     occurrences: Sequence[Occurrence],
     actor: str,
     receipt: Receipt | None = None,
-) -> None:
+) -> int:
     """Insert the events, oldest first, each with the call's ``call_id``; note in the
-    ``receipt`` where the last one went."""
+    ``receipt`` where the last one went. Returns the id of a single event (else 0)."""
     if not occurrences:
-        return
+        return 0
     if receipt is not None:
         receipt.connection_id = connection_id
         receipt.occurred_at = occurrences[-1].occurred_at
-    conn.execute(
-        insert(events),
-        [
-            {
-                "connection_id": connection_id,
-                "identifier": identity.identifier,
-                "scope": stored_scope(identity.scope),
-                "kind": occurrence.kind.value,
-                "occurred_at": occurrence.occurred_at,
-                "from_state": _value(occurrence.from_state),
-                "to_state": _value(occurrence.to_state),
-                "reason": occurrence.reason,
-                "failure_count": occurrence.failure_count,
-                "cause": _value(occurrence.cause),
-                "probe": occurrence.probe,
-                "actor": actor,
-                "details": occurrence.details,
-                "call_id": None if receipt is None else receipt.call_id,
-            }
-            for occurrence in occurrences
-        ],
-    )
+    rows = [
+        {
+            "connection_id": connection_id,
+            "identifier": identity.identifier,
+            "scope": stored_scope(identity.scope),
+            "kind": occurrence.kind.value,
+            "occurred_at": occurrence.occurred_at,
+            "from_state": _value(occurrence.from_state),
+            "to_state": _value(occurrence.to_state),
+            "reason": occurrence.reason,
+            "failure_count": occurrence.failure_count,
+            "cause": _value(occurrence.cause),
+            "probe": occurrence.probe,
+            "actor": actor,
+            "details": occurrence.details,
+            "call_id": None if receipt is None else receipt.call_id,
+        }
+        for occurrence in occurrences
+    ]
+    if len(rows) > 1:
+        conn.execute(insert(events), rows)
+        return 0
+    inserted = conn.execute(insert(events).values(rows[0]))
+    assert inserted.inserted_primary_key is not None
+    event_id: int = inserted.inserted_primary_key[0]
+    return event_id
 
 
 def _kinds(occurrences: Sequence[Occurrence]) -> list[tuple[Kind, datetime]]:
@@ -687,7 +813,7 @@ def _value(member: State | machine.Cause | None) -> str | None:
 
 
 def _last_activity() -> Any:
-    """The time of a connection's newest event (kept on its row)."""
+    """The time of a connection's newest event that its tallies count (or its registration)."""
     return func.coalesce(connections.c.last_event_at, connections.c.registered_at)
 
 

@@ -1,9 +1,11 @@
 """The tallies a connection's row keeps of its log: how many successes and failures it holds and
 when its latest report, transition and event happened.
 
-The transaction that appends events adds them to the row's tally (:meth:`Tally.adding`), so
-``status()`` reads them instead of counting the log; ``verify`` folds the log the same way and
-compares. A tally is a pure value: no I/O here.
+A row's tally counts its events up to ``tallied_through``; a write under the exclusive row lock
+adds its own events (:meth:`Tally.adding`) and the tail of healthy successes written since under
+the shared lock (:meth:`Tally.with_tail`). So ``status()`` reads the row and a short tail
+instead of counting the log; ``verify`` folds the log the same way and compares. A tally is a
+pure value: no I/O here.
 """
 
 from __future__ import annotations
@@ -58,6 +60,18 @@ class Tally:
         for kind, occurred_at in events:
             tally = tally.adding(kind, occurred_at)
         return tally
+
+    def with_tail(self, successes: int, latest: datetime | None) -> Tally:
+        """This tally with a tail of ``successes`` healthy successes, the latest at ``latest``
+        (the events after ``tallied_through``, which are all healthy successes)."""
+        if not successes or latest is None:
+            return self
+        return replace(
+            self,
+            successes=self.successes + successes,
+            last_success_at=_latest(self.last_success_at, latest),
+            last_event_at=_latest(self.last_event_at, latest),
+        )
 
     def columns(self) -> dict[str, Any]:
         """The ``brama_connections`` column values of this tally."""

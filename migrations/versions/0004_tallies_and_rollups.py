@@ -2,7 +2,9 @@
 
 ``status()`` and ``connections()`` counted each connection's log on every read, so they grew
 with it. The counts and latest times of its reports, transitions and events now live on the
-row, kept by the transaction that appends the events (filled here from the log, rows kept).
+row, up to the event id ``tallied_through``, kept by the writes under the row lock (filled
+here from the log, rows kept); healthy successes after it are counted from the log until the
+next such write folds them in.
 ``prune()`` deletes old events: it folds each deleted event into ``brama_rollups`` (per
 connection and hour) and records on the row the replay checkpoint after the newest one it
 deleted, so that ``verify`` still explains the row. The index that served the counting,
@@ -46,6 +48,8 @@ TALLIES = {
     "WHERE e.connection_id = brama_connections.id AND e.kind = 'transition'",
     "last_event_at": "SELECT MAX(e.occurred_at) FROM brama_events e "
     "WHERE e.connection_id = brama_connections.id",
+    "tallied_through": "SELECT COALESCE(MAX(e.id), 0) FROM brama_events e "
+    "WHERE e.connection_id = brama_connections.id",
 }
 """Each tally column and the query over the log that fills it for the existing rows."""
 
@@ -61,6 +65,10 @@ def upgrade() -> None:
     )
     for name in ("last_success_at", "last_failure_at", "last_transition_at", "last_event_at"):
         op.add_column("brama_connections", sa.Column(name, UTC, nullable=True))
+    op.add_column(
+        "brama_connections",
+        sa.Column("tallied_through", sa.BigInteger(), server_default="0", nullable=False),
+    )
     op.add_column(
         "brama_connections",
         sa.Column("pruned_through", sa.BigInteger(), server_default="0", nullable=False),
@@ -116,6 +124,7 @@ def downgrade() -> None:
         for name in (
             "checkpoint",
             "pruned_through",
+            "tallied_through",
             "last_event_at",
             "last_transition_at",
             "last_failure_at",
