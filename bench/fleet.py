@@ -83,6 +83,13 @@ def seed(url: URL, plan: Plan) -> dict[str, int]:
                 _fill_log(conn, name, plan.status_events)
             if idle:
                 _copy_idle(conn, idle[0], idle[1:])
+            # The copied events are counted in the rows' tallies: fold them all.
+            newest = (
+                select(func.coalesce(func.max(events.c.id), 0))
+                .where(events.c.connection_id == connections.c.id)
+                .scalar_subquery()
+            )
+            conn.execute(update(connections).values(tallied_through=newest))
         with engine.connect() as conn:
             counted = {
                 "connections": conn.execute(select(func.count()).select_from(connections)),

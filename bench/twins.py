@@ -37,6 +37,7 @@ from sqlalchemy import (
     Select,
     bindparam,
     create_engine,
+    func,
     insert,
     select,
     update,
@@ -45,6 +46,7 @@ from sqlalchemy.engine import URL
 
 from bench.fleet import SCOPE
 from brama_sql.schema import connections, events
+from brama_sql.types import UTCDateTime
 
 Status = dict[str, Any]
 
@@ -79,6 +81,31 @@ def reported_count(kind: str, state: str, failure_count: int, threshold: int) ->
     if count >= threshold:
         raise TwinError("a failure reached the threshold: the benchmark keeps circuits closed")
     return count
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    return max((time for time in times if time is not None), default=None)
+
+
+def tally_changes(
+    kind: str,
+    at: datetime,
+    last_success_at: datetime | None,
+    last_event_at: datetime | None,
+    tail: int,
+    tail_latest: datetime | None,
+) -> dict[str, Any]:
+    """How a report at ``at`` changes the row's tallies, folding in the tail of healthy
+    successes brama_sql appended under the shared lock since ``tallied_through`` (as its own
+    exclusive writes do)."""
+    success = kind == "success"
+    return {
+        "successes": tail + success,
+        "failures": int(not success),
+        "last_success_at": _latest(last_success_at, tail_latest, at if success else None),
+        "last_failure_at": None if success else at,
+        "last_event_at": _latest(last_event_at, tail_latest, at),
+    }
 
 
 STATUS_FIELDS = (
@@ -175,25 +202,31 @@ CORE_LOCK = (
         connections.c.state,
         connections.c.failure_count,
         connections.c.failure_threshold,
+        connections.c.tallied_through,
+        connections.c.last_success_at,
+        connections.c.last_event_at,
     )
     .where(_IDENTITY)
     .with_for_update()
 )
-_CORE_ROW = update(connections).where(connections.c.id == bindparam("row_id"))
-CORE_TALLY = {
-    "success": _CORE_ROW.values(
+CORE_TAIL = select(func.count(), func.max(events.c.occurred_at)).where(
+    events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through")
+)
+CORE_TALLY = (
+    update(connections)
+    .where(connections.c.id == bindparam("row_id"))
+    .values(
         failure_count=bindparam("new_count"),
-        successes=connections.c.successes + 1,
-        last_success_at=bindparam("at"),
-        last_event_at=bindparam("at"),
-    ),
-    "failure": _CORE_ROW.values(
-        failure_count=bindparam("new_count"),
-        failures=connections.c.failures + 1,
-        last_failure_at=bindparam("at"),
-        last_event_at=bindparam("at"),
-    ),
-}
+        successes=connections.c.successes + bindparam("successes"),
+        failures=connections.c.failures + bindparam("failures"),
+        last_success_at=bindparam("last_success_at"),
+        last_failure_at=func.coalesce(
+            bindparam("last_failure_at", type_=UTCDateTime()), connections.c.last_failure_at
+        ),
+        last_event_at=bindparam("last_event_at"),
+        tallied_through=bindparam("event_id"),
+    )
+)
 CORE_EVENT = insert(events)
 CORE_STATUS = _core_metrics().where(_IDENTITY)
 CORE_CONNECTIONS = _core_metrics().order_by(connections.c.scope, connections.c.identifier)
@@ -228,8 +261,13 @@ class CoreTwin:
             row = conn.execute(CORE_LOCK, {"identifier": identifier, "scope": SCOPE}).one()
             at = now()
             count = reported_count(kind, row.state, row.failure_count, row.failure_threshold)
-            conn.execute(CORE_TALLY[kind], {"row_id": row.id, "new_count": count, "at": at})
-            conn.execute(
+            tail, tail_latest = conn.execute(
+                CORE_TAIL, {"row_id": row.id, "through": row.tallied_through}
+            ).one()
+            changes = tally_changes(
+                kind, at, row.last_success_at, row.last_event_at, tail, tail_latest
+            )
+            inserted = conn.execute(
                 CORE_EVENT,
                 {
                     "connection_id": row.id,
@@ -241,6 +279,16 @@ class CoreTwin:
                     "failure_count": count,
                     "probe": False,
                     "actor": self.actor,
+                },
+            )
+            assert inserted.inserted_primary_key is not None
+            conn.execute(
+                CORE_TALLY,
+                {
+                    "row_id": row.id,
+                    "new_count": count,
+                    "event_id": inserted.inserted_primary_key[0],
+                    **changes,
                 },
             )
 
@@ -270,14 +318,16 @@ FROM brama_connections c
 DRIVER_SQL = {
     "available": "SELECT state, opened_at, expiry FROM brama_connections "
     "WHERE identifier = %(identifier)s AND scope = %(scope)s",
-    "lock": "SELECT id, state, failure_count, failure_threshold FROM brama_connections "
+    "lock": "SELECT id, state, failure_count, failure_threshold, tallied_through, "
+    "last_success_at, last_event_at FROM brama_connections "
     "WHERE identifier = %(identifier)s AND scope = %(scope)s FOR UPDATE",
-    "success": "UPDATE brama_connections SET failure_count = %(failure_count)s, "
-    "successes = successes + 1, last_success_at = %(at)s, last_event_at = %(at)s "
-    "WHERE id = %(id)s",
-    "failure": "UPDATE brama_connections SET failure_count = %(failure_count)s, "
-    "failures = failures + 1, last_failure_at = %(at)s, last_event_at = %(at)s "
-    "WHERE id = %(id)s",
+    "tail": "SELECT COUNT(*), MAX(occurred_at) FROM brama_events "
+    "WHERE connection_id = %(id)s AND id > %(through)s",
+    "tally": "UPDATE brama_connections SET failure_count = %(failure_count)s, "
+    "successes = successes + %(successes)s, failures = failures + %(failures)s, "
+    "last_success_at = %(last_success_at)s, "
+    "last_failure_at = COALESCE(%(last_failure_at)s, last_failure_at), "
+    "last_event_at = %(last_event_at)s, tallied_through = %(event_id)s WHERE id = %(id)s",
     "event": "INSERT INTO brama_events (connection_id, identifier, scope, kind, occurred_at, "
     "reason, failure_count, probe, actor) VALUES (%(connection_id)s, %(identifier)s, "
     "%(scope)s, %(kind)s, %(occurred_at)s, %(reason)s, %(failure_count)s, %(probe)s, %(actor)s)",
@@ -309,6 +359,7 @@ class DriverTwin:
         if self.dialect == "postgresql":
             import psycopg
 
+            self.sql["event"] += " RETURNING id"
             self.conn = psycopg.connect(
                 host=url.host,
                 port=url.port or 5432,
@@ -403,14 +454,21 @@ class DriverTwin:
             row = self._execute("lock", {"identifier": identifier, "scope": SCOPE}).fetchone()
             if row is None:
                 raise TwinError(f"{identifier} is not registered")
-            connection_id, state, failure_count, threshold = row
+            connection_id, state, failure_count, threshold, through, last_success, last_event = row
             at = now()
             count = reported_count(kind, state, failure_count, threshold)
-            self._execute(
+            tail, tail_latest = self._execute(
+                "tail", {"id": connection_id, "through": through}
+            ).fetchone()
+            changes = tally_changes(
                 kind,
-                {"failure_count": count, "id": connection_id, "at": self._stored_time(at)},
+                at,
+                self._time(last_success),
+                self._time(last_event),
+                tail,
+                self._time(tail_latest),
             )
-            self._execute(
+            cursor = self._execute(
                 "event",
                 {
                     "connection_id": connection_id,
@@ -422,6 +480,19 @@ class DriverTwin:
                     "failure_count": count,
                     "probe": False,
                     "actor": self.actor,
+                },
+            )
+            event_id = cursor.fetchone()[0] if self.dialect == "postgresql" else cursor.lastrowid
+            self._execute(
+                "tally",
+                {
+                    "failure_count": count,
+                    "id": connection_id,
+                    "event_id": event_id,
+                    **{
+                        name: self._stored_time(value) if isinstance(value, datetime) else value
+                        for name, value in changes.items()
+                    },
                 },
             )
 
