@@ -61,7 +61,8 @@ def build(
       the URL's ``?synchronous=normal`` opts into NORMAL, which a power loss or OS crash may
       cost the last commits), the busy timeout, and transactions that brama_sql begins itself:
       ``BEGIN IMMEDIATE`` for a write (the database's write lock is taken before the row is
-      read: SQLite's ``SELECT ... FOR UPDATE``) and a plain ``BEGIN`` for a read.
+      read: SQLite's ``SELECT ... FOR UPDATE``), and no ``BEGIN`` for a read (each of its
+      statements reads its own snapshot).
 
     Pooled connections are not pinged before use (a round trip per call, and one that could
     wait out a whole read timeout): a connection the server closed fails on its first
@@ -231,8 +232,11 @@ def _take_over_sqlite_transactions(
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        writes = connection.get_execution_options().get("brama_sql_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+        # A read runs without BEGIN: each of its statements then reads one snapshot of its
+        # own (as PostgreSQL's reads in AUTOCOMMIT do), which is all any read here needs, and
+        # the round trips of BEGIN and COMMIT are saved.
+        if connection.get_execution_options().get("brama_sql_write", False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _use_wal(cursor: Any) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, func, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Settings, State
@@ -28,6 +28,18 @@ class Identity:
         return (connections.c.identifier == self.identifier) & (
             connections.c.scope == stored_scope(self.scope)
         )
+
+    def parameters(self) -> dict[str, str]:
+        """The values of :data:`BY_IDENTITY`'s parameters for this connection."""
+        return {"identifier": self.identifier, "scope": stored_scope(self.scope)}
+
+
+BY_IDENTITY = (connections.c.identifier == bindparam("identifier")) & (
+    connections.c.scope == bindparam("scope")
+)
+"""The condition selecting one connection's row, its values given at execution
+(:meth:`Identity.parameters`): statements built once are compiled and cached once, where a
+statement built per call costs more Python than its round trip."""
 
 
 def identity_of(row: Row[Any]) -> Identity:
@@ -121,3 +133,11 @@ def event_record(row: Row[Any]) -> Event:
         actor=row.actor,
         details=row.details,
     )
+
+
+FIND = select(connections).where(BY_IDENTITY)
+"""A connection's row, by :data:`BY_IDENTITY`."""
+FIND_FOR_UPDATE = FIND.with_for_update()
+FIND_FOR_SHARE = FIND.with_for_update(read=True)
+STATUS = with_tail(BY_IDENTITY)
+"""A connection's row with its tail (:func:`with_tail`), by :data:`BY_IDENTITY`."""

@@ -37,6 +37,10 @@ from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegi
 from brama_sql.options import Changes, Registration, changes
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.rows import (
+    FIND,
+    FIND_FOR_SHARE,
+    FIND_FOR_UPDATE,
+    STATUS,
     Identity,
     circuit_of,
     event_record,
@@ -461,7 +465,7 @@ class Store:
         (a declared connection without a row is registered first, by ``actor``)."""
 
         def body(conn: Connection) -> ConnectionStatus | None:
-            row = conn.execute(with_tail(identity.where())).one_or_none()
+            row = conn.execute(STATUS, identity.parameters()).one_or_none()
             if row is None:
                 if self.declared(identity) is None:
                     raise NotRegisteredError(identity.identifier, identity.scope)
@@ -609,10 +613,8 @@ def _find(
     conn: Connection, identity: Identity, lock: bool = False, shared: bool = False
 ) -> Row[Any] | None:
     """The connection's row; with ``lock``, its exclusive lock (``shared``: its shared one)."""
-    query = select(connections).where(identity.where())
-    if lock:
-        query = query.with_for_update(read=shared)
-    return conn.execute(query).one_or_none()
+    query = FIND if not lock else FIND_FOR_SHARE if shared else FIND_FOR_UPDATE
+    return conn.execute(query, identity.parameters()).one_or_none()
 
 
 def _held_permit(
