@@ -18,6 +18,7 @@ from typing import Any, Literal, overload
 from sqlalchemy import (
     ColumnElement,
     Row,
+    bindparam,
     case,
     delete,
     exists,
@@ -594,7 +595,7 @@ def _insert(
     conn.execute(  # its tallies count its registration
         update(connections)
         .where(connections.c.id == connection_id)
-        .values(tallied_through=event_id or _newest_event(connection_id))
+        .values(tallied_through=event_id)
     )
     return connection_id
 
@@ -669,47 +670,49 @@ def _save(
     tally = _folded(conn, row).adding_all(_kinds(outcome.occurrences))
     _append(conn, row.id, identity_of(row), outcome.occurrences, actor, receipt)
     conn.execute(
-        update(connections)
-        .where(connections.c.id == row.id)
-        .values(
-            state=after.state.value,
-            failure_count=after.failure_count,
-            opened_at=after.opened_at,
-            episode=after.episode,
-            tallied_through=_newest_event(row.id),
+        SAVE_ROW,
+        {
+            "row_id": row.id,
+            "state": after.state.value,
+            "failure_count": after.failure_count,
+            "opened_at": after.opened_at,
+            "episode": after.episode,
             **tally.columns(),
-        )
+        },
     )
+
+
+NEWEST_EVENT = (
+    select(func.coalesce(func.max(events.c.id), 0))
+    .where(events.c.connection_id == bindparam("row_id"))
+    .scalar_subquery()
+)
+"""The id of the connection ``row_id``'s newest event (``0`` without events)."""
+TAIL = select(func.count(), func.max(events.c.occurred_at)).where(
+    events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through")
+)
+"""How many events the connection ``row_id`` has after ``through``, and the latest's time."""
+SAVE_ROW = (
+    update(connections)
+    .where(connections.c.id == bindparam("row_id"))
+    .values(tallied_through=NEWEST_EVENT)
+)
+"""Write a locked row: its tallies count every event up to its newest; the circuit and the
+tallies come as execution parameters named like the columns (built once, compiled once)."""
+INSERT_EVENT = insert(events)
 
 
 def _folded(conn: Connection, row: Row[Any]) -> Tally:
     """The row's tallies with its tail folded in: the healthy successes appended under the
     shared lock since ``tallied_through``. Only under the exclusive row lock (no tail event
     can be added meanwhile)."""
-    count, latest = conn.execute(
-        select(func.count(), func.max(events.c.occurred_at)).where(
-            events.c.connection_id == row.id, events.c.id > row.tallied_through
-        )
-    ).one()
+    count, latest = conn.execute(TAIL, {"row_id": row.id, "through": row.tallied_through}).one()
     return Tally.of_row(row).with_tail(int(count), latest)
-
-
-def _newest_event(connection_id: int) -> Any:
-    """The id of the connection's newest event (a scalar subquery; ``0`` without events)."""
-    return (
-        select(func.coalesce(func.max(events.c.id), 0))
-        .where(events.c.connection_id == connection_id)
-        .scalar_subquery()
-    )
 
 
 def fold(conn: Connection, row: Row[Any]) -> None:
     """Fold the tail of a row locked exclusively into its tallies."""
-    conn.execute(
-        update(connections)
-        .where(connections.c.id == row.id)
-        .values(tallied_through=_newest_event(row.id), **_folded(conn, row).columns())
-    )
+    conn.execute(SAVE_ROW, {"row_id": row.id, **_folded(conn, row).columns()})
 
 
 def _drop_permits(
@@ -798,9 +801,9 @@ def _append(
         for occurrence in occurrences
     ]
     if len(rows) > 1:
-        conn.execute(insert(events), rows)
+        conn.execute(INSERT_EVENT, rows)
         return 0
-    inserted = conn.execute(insert(events).values(rows[0]))
+    inserted = conn.execute(INSERT_EVENT, rows[0])
     assert inserted.inserted_primary_key is not None
     event_id: int = inserted.inserted_primary_key[0]
     return event_id

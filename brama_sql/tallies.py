@@ -75,7 +75,7 @@ class Tally:
 
     def columns(self) -> dict[str, Any]:
         """The ``brama_connections`` column values of this tally."""
-        return asdict(self)
+        return {name: getattr(self, name) for name in COLUMNS}  # asdict() would deep-copy
 
     def as_json(self) -> dict[str, Any]:
         """This tally as JSON (times in ISO 8601), for a pruning checkpoint."""
