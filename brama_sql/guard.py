@@ -31,7 +31,7 @@ from brama_sql.errors import (
     describe,
 )
 from brama_sql.options import Registration
-from brama_sql.permit import Permit
+from brama_sql.permit import Permit, new_token, tagged
 from brama_sql.rows import Identity
 from brama_sql.schema import REASON_LENGTH
 
@@ -188,7 +188,13 @@ class Guard:
         first with ``register=True`` (once per process, and again if it was removed)."""
         brama, identity, registration = self._brama, self._identity, self._registration
         if registration is not None:
-            brama._ensure_registered(identity, registration)
+            try:
+                brama._ensure_registered(identity, registration)
+            except BramaDatabaseError as error:
+                if brama.on_db_error == "raise":
+                    raise
+                # The admission below answers by the policy; the next call registers.
+                logger.warning("guard of %s: registration failed: %s", identity.identifier, error)
         for attempt in range(2):
             permit, failure = brama._acquire(identity)
             if permit is not None:
@@ -200,7 +206,17 @@ class Guard:
             except NotRegisteredError:
                 if registration is None or attempt:
                     raise
-                brama._ensure_registered(identity, registration, again=True)
+                try:
+                    brama._ensure_registered(identity, registration, again=True)
+                except BramaDatabaseError as error:
+                    if brama.on_db_error == "raise":
+                        raise
+                    if brama.on_db_error == "allow":  # fail open, as available() would
+                        token = new_token()
+                        return Permit(brama, identity, token, tagged(brama.actor(), token), False)
+                    raise CircuitOpenError(
+                        identity.identifier, identity.scope, None, None
+                    ) from error
                 continue
             except BramaDatabaseError as error:
                 if brama.on_db_error == "raise":

@@ -424,3 +424,29 @@ def test_an_exception_group_counts_as_a_failure(brama: Brama) -> None:
         raise group
     assert caught.value is group
     assert reports(brama) == [("failure", "ExceptionGroup: calls failed (2 sub-exceptions)")]
+
+
+def test_a_failed_first_use_registration_answers_by_the_policy(
+    make_brama: MakeBrama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allow, deny, strict = (make_brama(on_db_error=policy) for policy in ("allow", "deny", "raise"))
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise BramaDatabaseError("register", ConnectionError("database down"))
+
+    for brama in (allow, deny, strict):
+        for method in ("register", "admit", "change"):
+            monkeypatch.setattr(brama._store, method, down)
+    with pytest.raises(BramaDatabaseError), strict.guard("svc", register=True):
+        pytest.fail("the block must not run")
+    with pytest.raises(CircuitOpenError) as caught, deny.guard("svc", register=True):
+        pytest.fail("the block must not run")
+    assert caught.value.status is None
+    ran = []
+    with allow.guard("svc", register=True) as permit:  # fails open; the report is dropped
+        ran.append(permit.probe)
+    assert ran == [False]
+    monkeypatch.undo()
+    with allow.guard("svc", register=True, failure_threshold=9):  # registers now
+        pass
+    assert allow.status("svc").failure_threshold == 9
