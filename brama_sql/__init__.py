@@ -8,11 +8,15 @@ from brama_sql.errors import (
     ArgumentTypeError,
     BramaDatabaseError,
     BramaError,
+    CircuitOpenError,
     InvalidArgumentError,
     NotRegisteredError,
     ReportOutcomeUnknownError,
     SchemaError,
 )
+from brama_sql.guard import Guard
+from brama_sql.listeners import Listener
+from brama_sql.permit import Permit
 from brama_sql.records import ConnectionStatus, Event, Transition
 
 __all__ = [
@@ -23,12 +27,16 @@ __all__ = [
     "BramaDatabaseError",
     "BramaError",
     "Cause",
+    "CircuitOpenError",
     "Cleaner",
     "ConnectionStatus",
     "Event",
+    "Guard",
     "InvalidArgumentError",
     "Kind",
+    "Listener",
     "NotRegisteredError",
+    "Permit",
     "ReportOutcomeUnknownError",
     "SchemaError",
     "State",

@@ -9,9 +9,9 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Literal, ParamSpec, TypeVar, get_args
 
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import ColumnElement, true
@@ -33,15 +33,21 @@ from brama_sql.errors import (
     ReportOutcomeUnknownError,
     SchemaError,
 )
+from brama_sql.guard import Exclude, Exclusion, FirstUses, Guard, checked_callable, protect
+from brama_sql.listeners import Callback, Listener, Listeners
 from brama_sql.options import Registration, changes, describe
+from brama_sql.permit import Permit, new_token, tagged
 from brama_sql.pruning import BATCH_SIZE, Pruner
 from brama_sql.records import ConnectionStatus, Event, Transition
 from brama_sql.rows import Identity
 from brama_sql.schema import connections, events, stored_scope
-from brama_sql.store import Store
+from brama_sql.store import Admission, Refusal, Store
 from brama_sql.transaction import Transactions
 
 logger = logging.getLogger("brama_sql")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DatabaseErrorPolicy = Literal["raise", "allow", "deny"]
 POLICIES: tuple[str, ...] = get_args(DatabaseErrorPolicy)
@@ -165,7 +171,11 @@ class Brama:
         if owns_engine:
             allowance = engines.connect_allowance(self.engine.url, self.io_timeout)
         self._transactions = Transactions(self.engine, self.lock_timeout, owns_engine, allowance)
-        self._store = Store(self._transactions, chosen, self._declarations.get)
+        self._listeners = Listeners()
+        self._store = Store(
+            self._transactions, chosen, self._declarations.get, listeners=self._listeners
+        )
+        self._first_uses = FirstUses()
         self._token = uuid.uuid4().hex[:8]
 
     def __repr__(self) -> str:
@@ -452,7 +462,7 @@ class Brama:
         Returns the :class:`Transition` this report caused (``half_open -> closed`` when it
         was the probe that closed the circuit), else ``None``.
         """
-        return self._report(Kind.SUCCESS, identifier, scope, reason)
+        return self._report(Kind.SUCCESS, _identity(identifier, scope), validation.reason(reason))
 
     def failure(
         self, identifier: str, *, scope: str | None = None, reason: str | None = None
@@ -462,13 +472,14 @@ class Brama:
         Returns the :class:`Transition` this report caused (``closed -> open`` when it was
         the report that tripped the circuit), else ``None``.
         """
-        return self._report(Kind.FAILURE, identifier, scope, reason)
+        return self._report(Kind.FAILURE, _identity(identifier, scope), validation.reason(reason))
 
     def _report(
-        self, kind: Kind, identifier: str, scope: str | None, reason: str | None
+        self, kind: Kind, identity: Identity, note: str | None, permit: Permit | None = None
     ) -> Transition | None:
-        identity = _identity(identifier, scope)
-        note = validation.reason(reason)
+        """Report a checked ``note``; through ``permit`` when given (its events name
+        :meth:`Permit.actor`, and it settles the probe permit its holder holds)."""
+        actor = self.actor() if permit is None else permit.actor()
         try:
             self._reconcile(identity)
             outcome = self._store.change(
@@ -477,15 +488,16 @@ class Brama:
                 lambda circuit, settings, now, holds: machine.record(
                     circuit, settings, kind, now, note, holds
                 ),
-                self.actor(),
+                actor,
                 report=True,
+                holder=None if permit is None else permit.holder,
                 shared=kind is Kind.SUCCESS,
             )
         except BramaDatabaseError as error:
             if self.on_db_error == "raise":
                 raise
             what = "outcome unknown" if isinstance(error, ReportOutcomeUnknownError) else "dropped"
-            logger.warning("%s report for %s %s: %s", kind.value, identifier, what, error)
+            logger.warning("%s report for %s %s: %s", kind.value, identity.identifier, what, error)
             return None
         for occurrence in outcome.occurrences:
             if occurrence.cause is Cause.REPORT:
@@ -497,6 +509,223 @@ class Brama:
                     occurrence.reason,
                 )
         return None
+
+    # -- protected calls --------------------------------------------------------------------
+
+    def acquire(self, identifier: str, *, scope: str | None = None) -> Permit | None:
+        """Ask for admission to one call, as a caller of its own: a :class:`Permit` when the
+        circuit lets the call through (as :meth:`available` would answer ``True``), else
+        ``None``. Report the call's outcome through the permit (``permit.success()``,
+        ``permit.failure(reason=...)``, or ``permit.release()`` for neither).
+
+        Unlike :meth:`available`, whose caller is the OS thread, each permit is a caller of
+        its own: in a half-open circuit with ``half_open_max_calls`` set, the probe permit it
+        claims belongs to it (``Permit.holder``), and only its own report settles it, from
+        whichever thread or task. ``None`` for a connection that is not registered. When the
+        database fails, ``on_db_error`` decides: raise, a permit ("allow") or ``None``
+        ("deny").
+        """
+        return self._acquire(_identity(identifier, scope))[0]
+
+    def _acquire(self, identity: Identity) -> tuple[Permit | None, BramaDatabaseError | None]:
+        """:meth:`acquire`, and the database error that ``on_db_error`` answered, if any."""
+        token = new_token()
+        holder = tagged(self.actor(), token)
+        try:
+            self._reconcile(identity)
+            admission = self._store.admit(identity, holder, holder)
+        except BramaDatabaseError as error:
+            if self.on_db_error == "raise":
+                raise
+            logger.warning("available() answers %s: %s", self.on_db_error, error)
+            if self.on_db_error == "deny":
+                return None, error
+            return Permit(self, identity, token, holder, probe=False), error
+        if admission is Admission.REFUSED:
+            return None, None
+        return Permit(self, identity, token, holder, probe=admission is Admission.PERMIT), None
+
+    def _release(self, permit: Permit) -> None:
+        """Delete ``permit``'s probe permit without a report (``on_db_error`` applies)."""
+        try:
+            self._store.release(permit.identity, permit.holder)
+        except BramaDatabaseError as error:
+            if self.on_db_error == "raise":
+                raise
+            logger.warning(
+                "permit release for %s dropped (it expires after probe_timeout): %s",
+                permit.identifier,
+                error,
+            )
+
+    def _refusal(self, identity: Identity) -> Refusal:
+        return self._store.refusal(identity)
+
+    def _ensure_registered(
+        self, identity: Identity, registration: Registration, again: bool = False
+    ) -> None:
+        """Register a guarded connection unless it exists (``exist_ok``: never resetting or
+        changing it), once per process and options, or ``again`` after it went missing; warn
+        once when the stored options differ."""
+        if not again and self._first_uses.seen(identity, registration):
+            return
+        _status, differences = self._store.register(
+            identity, registration, self.actor(), exist_ok=True
+        )
+        if differences:
+            logger.warning(
+                "guard(%r, scope=%r, register=True): the stored options differ and stay "
+                "(call configure() to change them): %s",
+                identity.identifier,
+                identity.scope,
+                describe(differences),
+            )
+        self._first_uses.note(identity, registration)
+
+    def guard(
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        exclude: Exclude | None = None,
+        register: bool = False,
+        metadata: dict[str, Any] | None = None,
+        failure_threshold: int | None = None,
+        expiry: float | timedelta | None = None,
+        half_open_max_calls: int | _Unset | None = UNSET,
+        probe_timeout: float | timedelta | _Unset | None = UNSET,
+    ) -> Guard:
+        """A context manager protecting the call in its block::
+
+            with brama.guard("payments-api", scope="payments") as permit:
+                charge_card()
+
+        On entry it asks for admission (:meth:`acquire`); when refused it raises
+        :class:`CircuitOpenError` (with the status read and ``retry_after``) and the block does
+        not run. A block that exits normally is reported as a success; one that raises an
+        ``Exception`` as a failure with reason ``"<ExceptionType>: <message>"``, and the
+        exception propagates unchanged. Exceptions matching ``exclude`` (a type, a tuple of
+        types, or a predicate ``exception -> bool``), and ``BaseException`` subclasses that
+        are not ``Exception`` subclasses, count as neither and hand a probe permit back.
+
+        An unregistered connection raises :class:`NotRegisteredError`, unless ``register`` is
+        true: then it is registered on first use with ``metadata``, ``failure_threshold``,
+        ``expiry``, ``half_open_max_calls`` and ``probe_timeout`` (the constructor's defaults
+        for those left out); an existing connection is never reset or changed (a WARNING,
+        once per process, names options that differ). Those options need ``register=True``.
+        """
+        return Guard(
+            self,
+            _identity(identifier, scope),
+            Exclusion(exclude),
+            self._guard_registration(
+                identifier,
+                scope,
+                register,
+                metadata,
+                failure_threshold,
+                expiry,
+                half_open_max_calls,
+                probe_timeout,
+            ),
+        )
+
+    def protect(
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        exclude: Exclude | None = None,
+        register: bool = False,
+        failure_if: Callable[[Any], object] | None = None,
+        fallback: Callable[..., Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        failure_threshold: int | None = None,
+        expiry: float | timedelta | None = None,
+        half_open_max_calls: int | _Unset | None = UNSET,
+        probe_timeout: float | timedelta | _Unset | None = UNSET,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """A decorator that runs every call of a function in :meth:`guard` (same options)::
+
+            @brama.protect("payments-api", scope="payments", fallback=lambda order: None)
+            def charge(order): ...
+
+        ``failure_if(result)`` true reports a returned value as a failure (the value is still
+        returned). ``fallback``, when given, is called with the call's own arguments,
+        ``fallback(*args, **kwargs)``, and its result returned instead of raising
+        :class:`CircuitOpenError` when the circuit refuses. Works on functions, methods,
+        static and class methods; ``functools.wraps`` keeps the function's metadata. A
+        coroutine or generator function raises :class:`ArgumentTypeError` (a ``TypeError``)
+        here, at decoration.
+        """
+        guarded = self.guard(
+            identifier,
+            scope=scope,
+            exclude=exclude,
+            register=register,
+            metadata=metadata,
+            failure_threshold=failure_threshold,
+            expiry=expiry,
+            half_open_max_calls=half_open_max_calls,
+            probe_timeout=probe_timeout,
+        )
+        return protect(
+            guarded,
+            checked_callable(failure_if, "failure_if"),
+            checked_callable(fallback, "fallback"),
+        )
+
+    def _guard_registration(
+        self,
+        identifier: object,
+        scope: object,
+        register: object,
+        metadata: object,
+        failure_threshold: object,
+        expiry: object,
+        half_open_max_calls: object,
+        probe_timeout: object,
+    ) -> Registration | None:
+        """The options a ``register=True`` guard registers with; ``None`` without it."""
+        if not isinstance(register, bool):
+            raise ArgumentTypeError(f"register must be a bool, not {type(register).__name__}")
+        if register:
+            return self._registration(
+                identifier,
+                scope,
+                metadata,
+                failure_threshold,
+                expiry,
+                half_open_max_calls,
+                probe_timeout,
+            )[1]
+        given = {
+            "metadata": metadata is not None,
+            "failure_threshold": failure_threshold is not None,
+            "expiry": expiry is not None,
+            "half_open_max_calls": half_open_max_calls is not UNSET,
+            "probe_timeout": probe_timeout is not UNSET,
+        }
+        named = [name for name, present in given.items() if present]
+        if named:
+            raise InvalidArgumentError(
+                f"{', '.join(named)} only apply with register=True (they are the options the "
+                "connection is registered with on first use)"
+            )
+        return None
+
+    # -- listeners --------------------------------------------------------------------------
+
+    def on_state_change(self, callback: Callback) -> Listener:
+        """Call ``callback(event)`` with every ``transition`` :class:`Event` this ``Brama``
+        writes, after its transaction committed: reports, expiries persisted by its calls,
+        ``open()``/``close()``/``reset()``, ``configure()``, ``cleanup()``. Only the
+        process and ``Brama`` object that wrote a transition announces it, so a fleet sees
+        each transition exactly once in total. A callback that raises is logged, never
+        breaking the call. Usable as a decorator; returns a :class:`Listener` (callable like
+        the callback) whose ``remove()`` unregisters it.
+        """
+        return self._listeners.add(callback)
 
     # -- manual controls ------------------------------------------------------------------
 

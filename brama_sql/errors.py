@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from brama_sql.records import ConnectionStatus
+
 
 class BramaError(Exception):
     """Base class of every error brama_sql raises."""
@@ -36,6 +41,40 @@ class AlreadyRegisteredError(BramaError):
         self.identifier = identifier
         self.scope = scope
         super().__init__(f"connection {describe(identifier, scope)} is already registered")
+
+
+class CircuitOpenError(BramaError):
+    """A guarded call was refused: the circuit of ``(identifier, scope)`` admits no call now
+    (it is open, or half-open with every probe permit taken). The guarded block, or the
+    protected function, did not run."""
+
+    def __init__(
+        self,
+        identifier: str,
+        scope: str | None,
+        status: ConnectionStatus | None,
+        retry_after: float | None,
+    ) -> None:
+        self.identifier = identifier
+        self.scope = scope
+        self.status = status
+        """The connection's status, read right after the refusal; ``None`` when the database
+        could not be read (``on_db_error="deny"`` refused the call)."""
+        self.retry_after = retry_after
+        """Seconds until the circuit next admits a probe: ``opened_at + expiry`` minus now for
+        an open circuit, ``0.0`` when it admitted calls again by the time its status was read;
+        ``None`` when unknown (half-open with every permit taken, or no status)."""
+        if status is None:
+            state = "the database could not be read (on_db_error='deny')"
+        else:
+            state = f"it is {status.state}"
+        wait = "" if retry_after is None else f"; retry after {retry_after:g} s"
+        super().__init__(
+            f"circuit of {describe(identifier, scope)} refused the call: {state}{wait}"
+        )
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[object, ...]]:
+        return (type(self), (self.identifier, self.scope, self.status, self.retry_after))
 
 
 class SchemaError(BramaError):

@@ -7,13 +7,14 @@ events, commit. Nothing here runs the caller's own work, so no lock outlives a c
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 from sqlalchemy import (
     ColumnElement,
@@ -35,6 +36,7 @@ from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
 from brama_sql.clock import Clock, database_now, read
 from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
+from brama_sql.listeners import Listeners, Written
 from brama_sql.options import Changes, Registration, changes
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.rows import (
@@ -63,6 +65,27 @@ DECLARED = "declared"
 """The reason of the ``registered`` event of a connection registered from its declaration."""
 
 logger = logging.getLogger("brama_sql")
+T = TypeVar("T")
+
+
+class Admission(enum.Enum):
+    """What :meth:`Store.admit` answered a caller."""
+
+    REFUSED = "refused"
+    ADMITTED = "admitted"
+    """Let through without a probe permit (not half-open, or permits unlimited)."""
+    PERMIT = "permit"
+    """Let through holding a probe permit of the current episode (claimed now or before)."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a caller was refused, read right after the refusal: the status and the seconds
+    until the circuit next admits a probe (``None`` when unknown: half-open with every
+    permit taken; ``0.0`` when it admits calls again by the time of the read)."""
+
+    status: ConnectionStatus
+    retry_after: float | None
 
 
 def _undeclared(_identity: Identity) -> Registration | None:
@@ -101,6 +124,43 @@ class Receipt:
         return found is not None
 
 
+@dataclass
+class Journal:
+    """What one attempt of a write transaction wrote, for the announcements made once it
+    committed: the transitions, in the order logged, and, when listeners want them, their
+    events read back before the commit. A retried transaction starts a new journal, so only
+    the attempt that committed is announced. ``receipt`` is the call's (shared by its
+    attempts): its ``call_id`` is written on every event."""
+
+    receipt: Receipt
+    transitions: list[tuple[int, Identity, Occurrence]] = field(default_factory=list)
+    events: list[Event] | None = None
+
+    def read_back(self, conn: Connection) -> None:
+        """Read the transition events this attempt wrote (by the call's ``call_id``)."""
+        connection_ids = sorted({connection_id for connection_id, _, _ in self.transitions})
+        rows = conn.execute(
+            select(events)
+            .where(
+                events.c.connection_id.in_(connection_ids),
+                events.c.kind == Kind.TRANSITION.value,
+                events.c.call_id == self.receipt.call_id,
+            )
+            .order_by(events.c.id)
+        ).all()
+        self.events = [event_record(row) for row in rows]
+
+    def written(self) -> list[Written]:
+        """The transitions with their events (``None`` when they were not read back)."""
+        found: Sequence[Event | None] = [None] * len(self.transitions)
+        if self.events is not None and len(self.events) == len(self.transitions):
+            found = self.events
+        return [
+            Written(identity, occurrence, event)
+            for (_, identity, occurrence), event in zip(self.transitions, found, strict=True)
+        ]
+
+
 class Store:
     """Reads and changes brama_sql's tables, each operation one transaction of
     :class:`~brama_sql.transaction.Transactions`.
@@ -108,15 +168,52 @@ class Store:
     ``clock`` is a callable, or ``None`` to read the database server's clock inside each
     transaction. ``declared`` tells the options of a declared connection: one that has no row
     is registered with them, in the transaction of the first call that needs it.
+    ``listeners`` are told of the transitions each write wrote, after it committed.
     """
 
     def __init__(
-        self, transactions: Transactions, clock: Clock | None, declared: Declared = _undeclared
+        self,
+        transactions: Transactions,
+        clock: Clock | None,
+        declared: Declared = _undeclared,
+        listeners: Listeners | None = None,
     ) -> None:
         self.engine = transactions.engine
         self.run = transactions.run
         self.clock = clock
         self.declared = declared
+        self.listeners = listeners
+
+    def _write(
+        self,
+        operation: str,
+        body: Callable[[Connection, Journal], T],
+        receipt: Receipt,
+        *,
+        confirm: bool = True,
+        **options: Any,
+    ) -> T:
+        """Run ``body`` as a write transaction (see :meth:`Transactions.run`) with a new
+        :class:`Journal` per attempt, then announce the transitions of the attempt that
+        committed: after the commit, never for a rolled-back attempt, and once."""
+
+        def attempt(conn: Connection) -> tuple[T, Journal]:
+            journal = Journal(receipt)
+            result = body(conn, journal)
+            if journal.transitions and self.listeners is not None and self.listeners.wanted():
+                journal.read_back(conn)
+            return result, journal
+
+        result, journal = self.run(
+            operation,
+            attempt,
+            write=True,
+            confirm=receipt.committed if confirm else None,
+            **options,
+        )
+        if journal.transitions and self.listeners is not None:
+            self.listeners.announce(journal.written())
+        return result
 
     def now(self, conn: Connection) -> datetime:
         """The current time, read once the row lock is held (from the database if so set)."""
@@ -133,15 +230,13 @@ class Store:
         return it untouched with how its stored options differ from ``registration``.
         """
 
-        receipt = Receipt()
-
-        def body(conn: Connection) -> tuple[ConnectionStatus, Changes]:
+        def body(conn: Connection, journal: Journal) -> tuple[ConnectionStatus, Changes]:
             found = _find(conn, identity)
             if found is not None and not exist_ok:
                 raise AlreadyRegisteredError(identity.identifier, identity.scope)
             now = self.now(conn)
             if found is None:
-                connection_id = _insert(conn, identity, registration, now, actor, receipt)
+                connection_id = _insert(conn, identity, registration, now, actor, journal)
             else:
                 connection_id = found.id
             row = _by_id(conn, connection_id)
@@ -150,17 +245,16 @@ class Store:
 
         # Another process may insert the same connection between our look and our insert: the
         # unique key refuses the second, which then fails (or, with exist_ok, finds the row).
-        return self.run(
+        return self._write(
             "register",
             body,
-            write=True,
+            Receipt(),
             on_conflict=lambda error: (
                 AlreadyRegisteredError(identity.identifier, identity.scope)
                 if _duplicate_identity(error)
                 else None
             ),
             retry_if=_duplicate_identity if exist_ok else None,
-            confirm=receipt.committed,
         )
 
     def configure(
@@ -170,10 +264,8 @@ class Store:
         :meth:`~brama_sql.options.Registration.as_options`) under the row lock and log
         ``configured`` with the old and new values; nothing is written when none differs."""
 
-        receipt = Receipt()
-
-        def body(conn: Connection) -> ConnectionStatus:
-            row = self._lock(conn, identity, actor, receipt)
+        def body(conn: Connection, journal: Journal) -> ConnectionStatus:
+            row = self._lock(conn, identity, actor, journal)
             now = self.now(conn)
             found = changes(_options(row), dict(wanted))
             if found:
@@ -190,13 +282,11 @@ class Store:
                     _drop_permits(conn, row.id)  # no longer limited: nothing settles them
                 elif new_settings.permit_lifetime < settings.permit_lifetime:
                     _shorten_permits(conn, row.id, new_settings.permit_lifetime)
-                _save(conn, row, before, outcome, actor, receipt)
+                _save(conn, row, before, outcome, actor, journal)
             fresh = _by_id(conn, row.id)
             return status_of(fresh, now)
 
-        return self.run(
-            "configure", body, write=True, retry_if=_duplicate_identity, confirm=receipt.committed
-        )
+        return self._write("configure", body, Receipt(), retry_if=_duplicate_identity)
 
     def stored_options(self, identity: Identity) -> dict[str, object] | None:
         """The options stored for a connection (JSON form), or ``None`` without a row."""
@@ -215,41 +305,40 @@ class Store:
         actor: str,
         *,
         report: bool,
+        holder: str | None = None,
         shared: bool = False,
     ) -> Outcome:
         """Lock the row, apply a due expiry, then ``step``; write the row and the events.
 
-        For a ``report``, ``step`` learns whether ``actor`` holds a probe permit of the
-        current episode, and that permit is settled (deleted). With ``shared`` (a success
-        report), the row's shared lock is tried first: when ``step`` leaves the circuit as it
-        is (a healthy success), its event is appended to the tail under that lock, without
-        writing the row (:meth:`_unchanged`); otherwise the exclusive lock decides.
+        For a ``report``, ``step`` learns whether ``holder`` (``actor`` unless given) holds a
+        probe permit of the current episode, and that permit is settled (deleted). The events
+        name ``actor``. With ``shared`` (a success report), the row's shared lock is tried
+        first: when ``step`` leaves the circuit as it is (a healthy success), its event is
+        appended to the tail under that lock, without writing the row (:meth:`_unchanged`);
+        otherwise the exclusive lock decides.
         """
+        holder = actor if holder is None else holder
         if shared:
             try:
                 return self._unchanged(operation, identity, step, actor)
             except _NeedsExclusive:
                 pass
 
-        receipt = Receipt()
-
-        def body(conn: Connection) -> Outcome:
-            row = self._lock(conn, identity, actor, receipt)
+        def body(conn: Connection, journal: Journal) -> Outcome:
+            row = self._lock(conn, identity, actor, journal)
             now = self.now(conn)
             before, settings = circuit_of(row), settings_of(row)
             expired = machine.expire(before, settings, now)
             permit = None
             if report:
-                permit = _held_permit(conn, row, expired.circuit, settings, actor, now)
+                permit = _held_permit(conn, row, expired.circuit, settings, holder, now)
             outcome = expired.then(lambda circuit: step(circuit, settings, now, permit is not None))
             if permit is not None:
                 conn.execute(delete(permits).where(permits.c.id == permit))
-            _save(conn, row, before, outcome, actor, receipt)
+            _save(conn, row, before, outcome, actor, journal)
             return outcome
 
-        return self.run(
-            operation, body, write=True, retry_if=_duplicate_identity, confirm=receipt.committed
-        )
+        return self._write(operation, body, Receipt(), retry_if=_duplicate_identity)
 
     def _unchanged(self, operation: str, identity: Identity, step: Step, actor: str) -> Outcome:
         """A report that leaves the circuit as it is, appended under the row's shared lock
@@ -257,10 +346,10 @@ class Store:
         them, and they for it). Raises :class:`_NeedsExclusive`, having written nothing, when
         the report may change something: no row yet, a due expiry, a half-open circuit with
         permits to settle, or a step that changes the circuit or logs more than the report.
-        Once the tail grows past :data:`FOLD_GAP` ids, it is folded into the row's tallies."""
-        receipt = Receipt()
+        It writes no transition, so it has nothing to announce. Once the tail grows past
+        :data:`FOLD_GAP` ids, it is folded into the row's tallies."""
 
-        def body(conn: Connection) -> tuple[Outcome, int]:
+        def body(conn: Connection, journal: Journal) -> tuple[Outcome, int]:
             row = _find(conn, identity, lock=True, shared=True)
             if row is None:
                 raise _NeedsExclusive
@@ -274,10 +363,10 @@ class Store:
             if outcome.circuit != before or len(outcome.occurrences) != 1:
                 raise _NeedsExclusive
             (occurrence,) = outcome.occurrences
-            event_id = _append(conn, row.id, identity_of(row), [occurrence], actor, receipt)
+            event_id = _append(conn, row.id, identity_of(row), [occurrence], actor, journal)
             return outcome, event_id - row.tallied_through
 
-        outcome, gap = self.run(operation, body, write=True, confirm=receipt.committed)
+        outcome, gap = self._write(operation, body, Receipt())
         if gap > FOLD_GAP:
             self._fold(identity)
         return outcome
@@ -296,61 +385,77 @@ class Store:
         except BramaDatabaseError as error:
             logger.warning("brama_sql: folding the tallies of %s failed: %s", identity, error)
 
-    def claim(self, identity: Identity, actor: str) -> bool:
-        """Whether ``actor`` may call now; in a half-open circuit with limited permits, claim one.
+    def claim(self, identity: Identity, actor: str, holder: str | None = None) -> Admission:
+        """Whether ``holder`` (``actor`` unless given) may call now; in a half-open circuit
+        with limited permits, claim a permit for it. Events it writes name ``actor``.
 
-        A caller that already holds an unexpired permit of this episode keeps it (``True``).
-        Expired permits and those of earlier episodes are dropped first, so a probe that never
+        A holder that already holds an unexpired permit of this episode keeps it. Expired
+        permits and those of earlier episodes are dropped first, so a probe that never
         reported frees its place after ``probe_timeout``.
         """
+        holder = actor if holder is None else holder
 
-        def body(conn: Connection) -> bool:
-            row = self._lock(conn, identity, actor, None, missing_ok=True)
+        def body(conn: Connection, journal: Journal) -> Admission:
+            row = self._lock(conn, identity, actor, journal, missing_ok=True)
             if row is None:
-                return False
+                return Admission.REFUSED
             now = self.now(conn)
             before, settings = circuit_of(row), settings_of(row)
             outcome = machine.expire(before, settings, now)
-            _save(conn, row, before, outcome, actor)
+            _save(conn, row, before, outcome, actor, journal)
             circuit = outcome.circuit
             if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
-                return machine.is_available(circuit.state)
+                return _admitted(circuit.state)
             _drop_permits(
                 conn,
                 row.id,
                 or_(permits.c.episode != circuit.episode, permits.c.expires_at <= now),
             )
-            active, held = _live_permits(conn, row.id, circuit.episode, actor, now)
+            active, held = _live_permits(conn, row.id, circuit.episode, holder, now)
             if held is not None:
-                return True
+                return Admission.PERMIT
             if not machine.may_claim_permit(settings, active):
-                return False
+                return Admission.REFUSED
             conn.execute(
                 insert(permits).values(
                     connection_id=row.id,
                     episode=circuit.episode,
-                    holder=actor,
+                    holder=holder,
                     claimed_at=now,
                     expires_at=now + settings.permit_lifetime,
                 )
             )
-            return True
+            return Admission.PERMIT
 
-        return self.run("available", body, write=True, retry_if=_duplicate_identity)
+        # No look-up after a lost commit reply: the claim is asked again, which keeps a
+        # permit the lost commit claimed (its holder asks again).
+        return self._write(
+            "available", body, Receipt(), confirm=False, retry_if=_duplicate_identity
+        )
+
+    def release(self, identity: Identity, holder: str) -> None:
+        """Delete the probe permits ``holder`` holds on the connection, without a report (a
+        call that counts as neither success nor failure hands its place back). Writes no
+        event; does nothing when the connection is gone."""
+
+        def body(conn: Connection) -> None:
+            row = _find(conn, identity, lock=True)
+            if row is not None:
+                _drop_permits(conn, row.id, permits.c.holder == holder)
+
+        self.run("release", body, write=True)
 
     def unregister(self, identity: Identity, actor: str) -> bool:
         """Delete the connection and log ``unregistered``; ``False`` when it did not exist."""
 
-        receipt = Receipt()
-
-        def body(conn: Connection) -> bool:
+        def body(conn: Connection, journal: Journal) -> bool:
             row = _find(conn, identity, lock=True)
             if row is None:
                 return False
-            _remove(conn, row, self.now(conn), Kind.UNREGISTERED, actor, receipt)
+            _remove(conn, row, self.now(conn), Kind.UNREGISTERED, actor, journal)
             return True
 
-        return self.run("unregister", body, write=True, confirm=receipt.committed)
+        return self._write("unregister", body, Receipt())
 
     def cleanup(self, inactive_after: timedelta, actor: str) -> int:
         """Remove connections whose last activity is older than ``inactive_after``; return
@@ -379,7 +484,7 @@ class Store:
             )
             return [Identity(row.identifier, api_scope(row.scope)) for row in rows]
 
-        def remove_if_idle(conn: Connection, identity: Identity) -> bool:
+        def remove_if_idle(conn: Connection, journal: Journal, identity: Identity) -> bool:
             row = conn.execute(
                 select(connections).where(identity.where()).with_for_update(skip_locked=True)
             ).one_or_none()
@@ -392,14 +497,17 @@ class Store:
                 last = max(last, expires_at)
             if last >= now - inactive_after:
                 return False
-            _remove(conn, row, now, Kind.REMOVED, actor)
+            _remove(conn, row, now, Kind.REMOVED, actor, journal)
             return True
 
         removed = 0
         for identity in self.run("cleanup", candidates, write=False):
             try:
-                gone = self.run(
-                    "cleanup", functools.partial(remove_if_idle, identity=identity), write=True
+                gone = self._write(
+                    "cleanup",
+                    functools.partial(remove_if_idle, identity=identity),
+                    Receipt(),
+                    confirm=False,
                 )
             except BramaDatabaseError as error:
                 if not _lock_wait_ran_out(error):
@@ -422,7 +530,7 @@ class Store:
         conn: Connection,
         identity: Identity,
         actor: str,
-        receipt: Receipt | None = ...,
+        journal: Journal,
         missing_ok: Literal[False] = ...,
     ) -> Row[Any]: ...
 
@@ -432,7 +540,7 @@ class Store:
         conn: Connection,
         identity: Identity,
         actor: str,
-        receipt: Receipt | None,
+        journal: Journal,
         missing_ok: bool,
     ) -> Row[Any] | None: ...
 
@@ -441,7 +549,7 @@ class Store:
         conn: Connection,
         identity: Identity,
         actor: str,
-        receipt: Receipt | None = None,
+        journal: Journal,
         missing_ok: bool = False,
     ) -> Row[Any] | None:
         """Lock the connection's row and return it. A declared connection without a row is
@@ -453,7 +561,7 @@ class Store:
             registration = self.declared(identity)
             if registration is not None:
                 now = self.now(conn)
-                _insert(conn, identity, registration, now, actor, receipt, reason=DECLARED)
+                _insert(conn, identity, registration, now, actor, journal, reason=DECLARED)
                 row = _find(conn, identity, lock=True)
         if row is None and not missing_ok:
             raise NotRegisteredError(identity.identifier, identity.scope)
@@ -473,50 +581,70 @@ class Store:
                 return None
             return status_of(row, self.now(conn))
 
-        receipt = Receipt()
-
-        def register_declared(conn: Connection) -> ConnectionStatus:
-            row = self._lock(conn, identity, actor, receipt)
+        def register_declared(conn: Connection, journal: Journal) -> ConnectionStatus:
+            row = self._lock(conn, identity, actor, journal)
             fresh = _by_id(conn, row.id)
             return status_of(fresh, self.now(conn))
 
         found = self.run("status", body, write=False)
         if found is not None:
             return found
-        return self.run(
-            "status",
-            register_declared,
-            write=True,
-            retry_if=_duplicate_identity,
-            confirm=receipt.committed,
-        )
+        return self._write("status", register_declared, Receipt(), retry_if=_duplicate_identity)
 
     def available(self, identity: Identity, actor: str) -> bool:
         """Whether the circuit lets ``actor`` call now; ``False`` for an unknown connection.
+        See :meth:`admit`."""
+        return self.admit(identity, actor) is not Admission.REFUSED
+
+    def admit(self, identity: Identity, actor: str, holder: str | None = None) -> Admission:
+        """Whether the circuit lets ``holder`` (``actor`` unless given) call now, and whether
+        with a probe permit; refused for an unknown connection.
 
         Reads only, unless the circuit is half-open with limited permits and a permit may be
         free: then :meth:`claim` decides under the row lock. A caller that holds no permit
         while all are taken is refused from the read alone, without queueing for the lock.
         """
+        holder = actor if holder is None else holder
 
-        def body(conn: Connection) -> bool | None:
+        def body(conn: Connection) -> Admission | None:
             row = _find(conn, identity)
             if row is None:  # a declared connection is registered by claim()
-                return None if self.declared(identity) is not None else False
+                return None if self.declared(identity) is not None else Admission.REFUSED
             settings = settings_of(row)
             now = self.now(conn)
             stored = circuit_of(row)
             circuit = machine.current(stored, settings, now)
             if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
-                return machine.is_available(circuit.state)
+                return _admitted(circuit.state)
             if circuit == stored:  # the expiry is persisted, so permits may exist
-                active, held = _live_permits(conn, row.id, circuit.episode, actor, now)
+                active, held = _live_permits(conn, row.id, circuit.episode, holder, now)
                 if held is None and not machine.may_claim_permit(settings, active):
-                    return False
+                    return Admission.REFUSED
             return None
 
         answer = self.run("available", body, write=False)
-        return self.claim(identity, actor) if answer is None else answer
+        return self.claim(identity, actor, holder) if answer is None else answer
+
+    def refusal(self, identity: Identity) -> Refusal:
+        """The status of a connection that refused a caller, and when it next admits a
+        probe; raises :class:`NotRegisteredError` when it has no row."""
+
+        def body(conn: Connection) -> tuple[Row[Any], datetime]:
+            row = conn.execute(STATUS, identity.parameters()).one_or_none()
+            if row is None:
+                raise NotRegisteredError(identity.identifier, identity.scope)
+            return row, self.now(conn)
+
+        row, now = self.run("status", body, write=False)
+        settings = settings_of(row)
+        circuit = machine.current(circuit_of(row), settings, now)
+        expires_at = circuit.expires_at(settings)
+        retry_after: float | None = 0.0
+        if expires_at is not None:
+            retry_after = max(0.0, (expires_at - now).total_seconds())
+        elif circuit.state is State.HALF_OPEN and settings.permits_limited:
+            retry_after = None  # every permit is taken: their holders decide when
+        return Refusal(status_of(row, now), retry_after)
 
     def statuses(self, condition: ColumnElement[bool]) -> list[ConnectionStatus]:
         """The status of every connection matching ``condition``, by scope then identifier."""
@@ -562,13 +690,17 @@ def _duplicate_identity(error: IntegrityError) -> bool:
     return "uq_brama_connections" in message or "brama_connections.identifier" in message
 
 
+def _admitted(state: State) -> Admission:
+    return Admission.ADMITTED if machine.is_available(state) else Admission.REFUSED
+
+
 def _insert(
     conn: Connection,
     identity: Identity,
     registration: Registration,
     now: datetime,
     actor: str,
-    receipt: Receipt | None = None,
+    journal: Journal,
     reason: str | None = None,
 ) -> int:
     """Insert a connection's row in the initial state, log ``registered``; return its id."""
@@ -591,7 +723,7 @@ def _insert(
     )
     assert inserted.inserted_primary_key is not None
     connection_id: int = inserted.inserted_primary_key[0]
-    event_id = _append(conn, connection_id, identity, outcome.occurrences, actor, receipt)
+    event_id = _append(conn, connection_id, identity, outcome.occurrences, actor, journal)
     conn.execute(  # its tallies count its registration
         update(connections)
         .where(connections.c.id == connection_id)
@@ -654,7 +786,7 @@ def _save(
     before: Circuit,
     outcome: Outcome,
     actor: str,
-    receipt: Receipt | None = None,
+    journal: Journal,
 ) -> None:
     """Write the row (circuit and tallies) if anything happened, drop permits once it leaves
     half-open, log."""
@@ -668,7 +800,7 @@ def _save(
     if after == before and not outcome.occurrences:
         return
     tally = _folded(conn, row).adding_all(_kinds(outcome.occurrences))
-    _append(conn, row.id, identity_of(row), outcome.occurrences, actor, receipt)
+    _append(conn, row.id, identity_of(row), outcome.occurrences, actor, journal)
     conn.execute(
         SAVE_ROW,
         {
@@ -754,16 +886,16 @@ def _remove(
     now: datetime,
     kind: Kind,
     actor: str,
-    receipt: Receipt | None = None,
+    journal: Journal,
 ) -> None:
     """Persist a due expiry, delete the row and its permits, log ``kind``."""
     before = circuit_of(row)
     outcome = machine.expire(before, settings_of(row), now)
-    _save(conn, row, before, outcome, actor, receipt)
+    _save(conn, row, before, outcome, actor, journal)
     _drop_permits(conn, row.id)
     conn.execute(delete(connections).where(connections.c.id == row.id))
     farewell = Occurrence(kind, now, outcome.circuit.failure_count)
-    _append(conn, row.id, identity_of(row), [farewell], actor, receipt)
+    _append(conn, row.id, identity_of(row), [farewell], actor, journal)
 
 
 def _append(
@@ -772,15 +904,21 @@ def _append(
     identity: Identity,
     occurrences: Sequence[Occurrence],
     actor: str,
-    receipt: Receipt | None = None,
+    journal: Journal,
 ) -> int:
     """Insert the events, oldest first, each with the call's ``call_id``; note in the
-    ``receipt`` where the last one went. Returns the id of a single event (else 0)."""
+    call's receipt where the last one went, and in the ``journal`` the transitions. Returns
+    the id of a single event (else 0)."""
     if not occurrences:
         return 0
-    if receipt is not None:
-        receipt.connection_id = connection_id
-        receipt.occurred_at = occurrences[-1].occurred_at
+    journal.transitions.extend(
+        (connection_id, identity, occurrence)
+        for occurrence in occurrences
+        if occurrence.kind is Kind.TRANSITION
+    )
+    receipt = journal.receipt
+    receipt.connection_id = connection_id
+    receipt.occurred_at = occurrences[-1].occurred_at
     rows = [
         {
             "connection_id": connection_id,
@@ -796,7 +934,7 @@ def _append(
             "probe": occurrence.probe,
             "actor": actor,
             "details": occurrence.details,
-            "call_id": None if receipt is None else receipt.call_id,
+            "call_id": receipt.call_id,
         }
         for occurrence in occurrences
     ]

@@ -3,10 +3,10 @@
 - Every ```sql block of ``docs/sql-reporting.md`` (named by a preceding ``<!-- query: NAME -->``
   line) runs on SQLite, PostgreSQL and MariaDB against a history written through the public API
   under a frozen clock, and its rows are compared with what that history must give.
-- Every ```python block preceded by ``<!-- runnable -->`` (in ``docs/getting-started.md`` and in
-  the reference pages) runs against a temporary SQLite database that replaces
-  ``sqlite:///brama.db``; when a ```text block preceded by ``<!-- output -->`` follows it, the
-  block must print exactly that.
+- Every ```python block preceded by ``<!-- runnable -->`` (in ``docs/getting-started.md``, the
+  feature pages of :data:`FEATURE_PAGES` and the reference pages) runs against a temporary
+  SQLite database that replaces ``sqlite:///brama.db``; when a ```text block preceded by
+  ``<!-- output -->`` follows it, the block must print exactly that.
 - Every name in ``brama_sql.__all__`` and every public method of :class:`Brama` is mentioned in
   ``docs/reference/``.
 """
@@ -91,9 +91,13 @@ def runnable_examples(page: Path) -> list[Runnable]:
     ]
 
 
+FEATURE_PAGES = [DOCS / "protecting-calls.md", DOCS / "listeners.md"]
+"""Pages of features whose runnable examples run too."""
+
+
 def every_runnable_example() -> list[Runnable]:
-    """The runnable examples of getting-started and of every reference page."""
-    pages = [GETTING_STARTED, *sorted(REFERENCE.glob("*.md"))]
+    """The runnable examples of getting-started, the feature pages and every reference page."""
+    pages = [GETTING_STARTED, *FEATURE_PAGES, *sorted(REFERENCE.glob("*.md"))]
     return [example for page in pages for example in runnable_examples(page)]
 
 
