@@ -22,6 +22,7 @@ from sqlalchemy.pool import StaticPool
 from brama_sql import circuit as machine
 from brama_sql import engine as engines
 from brama_sql import migration, validation
+from brama_sql.availability import AvailabilityCache
 from brama_sql.circuit import Cause, Kind, Settings
 from brama_sql.cleaner import Cleaner
 from brama_sql.clock import DATABASE, Clock, system_clock
@@ -95,6 +96,11 @@ class Brama:
     ``reconfigure=True``, a declared connection whose stored options differ from the declared
     ones is reconfigured (:meth:`configure`) on its first use in this process; otherwise a
     WARNING names the differences and the stored options stay.
+
+    ``availability_cache`` (seconds, off by default) opts into answering :meth:`available`
+    from this process's memory for that long after it last read or wrote the circuit: up to
+    that stale about other processes' transitions, never about its own (see
+    docs/fast-modes.md). It needs a Python clock, not ``clock="database"``.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class Brama:
         io_timeout: float | timedelta = engines.IO_TIMEOUT_S,
         connections: Mapping[str, Mapping[str, Any]] | None = None,
         reconfigure: bool = False,
+        availability_cache: float | timedelta | None = None,
     ) -> None:
         self.failure_threshold = validation.threshold(failure_threshold)
         self.expiry = validation.seconds(expiry, "expiry")
@@ -132,6 +139,15 @@ class Brama:
         if not isinstance(reconfigure, bool):
             raise ArgumentTypeError(f"reconfigure must be a bool, not {type(reconfigure).__name__}")
         self.reconfigure = reconfigure
+        self.availability_cache = validation.optional_seconds(
+            availability_cache, "availability_cache"
+        )
+        if self.availability_cache is not None and clock == DATABASE:
+            raise InvalidArgumentError(
+                'availability_cache needs a Python clock, not clock="database" (the cache must '
+                "tell the time without asking the database)",
+                argument="availability_cache",
+            )
         self._declarations = Declarations()
         for identifier, options in _declared_options(connections):
             self.declare(identifier, **options)
@@ -175,6 +191,8 @@ class Brama:
         self._store = Store(
             self._transactions, chosen, self._declarations.get, listeners=self._listeners
         )
+        if self.availability_cache is not None:
+            self._store.cache = AvailabilityCache(timedelta(seconds=self.availability_cache))
         self._first_uses = FirstUses()
         self._token = uuid.uuid4().hex[:8]
 

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from brama_sql import circuit as machine
+from brama_sql.availability import AvailabilityCache
 from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
 from brama_sql.clock import Clock, database_now, read
 from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
@@ -135,6 +136,10 @@ class Journal:
     receipt: Receipt
     transitions: list[tuple[int, Identity, Occurrence]] = field(default_factory=list)
     events: list[Event] | None = None
+    seen: list[tuple[Identity, Circuit, Settings]] = field(default_factory=list)
+    """The circuits this attempt left (for the availability cache)."""
+    gone: list[Identity] = field(default_factory=list)
+    """Connections this attempt removed or reconfigured (dropped from the cache)."""
 
     def read_back(self, conn: Connection) -> None:
         """Read the transition events this attempt wrote (by the call's ``call_id``)."""
@@ -183,6 +188,8 @@ class Store:
         self.clock = clock
         self.declared = declared
         self.listeners = listeners
+        self.cache: AvailabilityCache | None = None
+        """The opt-in availability cache (needs a Python clock: see :mod:`~.availability`)."""
 
     def _write(
         self,
@@ -204,13 +211,24 @@ class Store:
                 journal.read_back(conn)
             return result, journal
 
-        result, journal = self.run(
-            operation,
-            attempt,
-            write=True,
-            confirm=receipt.committed if confirm else None,
-            **options,
-        )
+        try:
+            result, journal = self.run(
+                operation,
+                attempt,
+                write=True,
+                confirm=receipt.committed if confirm else None,
+                **options,
+            )
+        except BaseException:
+            if self.cache is not None:
+                self.cache.clear()  # a write that failed, or whose outcome is unknown
+            raise
+        if self.cache is not None and self.clock is not None:
+            at = read(self.clock)
+            for identity, circuit, settings in journal.seen:
+                self.cache.remember(identity, circuit, settings, at)
+            for identity in journal.gone:
+                self.cache.forget(identity)
         if journal.transitions and self.listeners is not None:
             self.listeners.announce(journal.written())
         return result
@@ -283,6 +301,7 @@ class Store:
                 elif new_settings.permit_lifetime < settings.permit_lifetime:
                     _shorten_permits(conn, row.id, new_settings.permit_lifetime)
                 _save(conn, row, before, outcome, actor, journal)
+                journal.gone.append(identity)
             fresh = _by_id(conn, row.id)
             return status_of(fresh, now)
 
@@ -364,6 +383,7 @@ class Store:
                 raise _NeedsExclusive
             (occurrence,) = outcome.occurrences
             event_id = _append(conn, row.id, identity_of(row), [occurrence], actor, journal)
+            journal.seen.append((identity, before, settings))
             return outcome, event_id - row.tallied_through
 
         outcome, gap = self._write(operation, body, Receipt())
@@ -605,6 +625,10 @@ class Store:
         while all are taken is refused from the read alone, without queueing for the lock.
         """
         holder = actor if holder is None else holder
+        if self.cache is not None and self.clock is not None:
+            cached = self.cache.answer(identity, read(self.clock))
+            if cached is not None:
+                return Admission.ADMITTED if cached else Admission.REFUSED
 
         def body(conn: Connection) -> Admission | None:
             row = _find(conn, identity)
@@ -613,6 +637,8 @@ class Store:
             settings = settings_of(row)
             now = self.now(conn)
             stored = circuit_of(row)
+            if self.cache is not None:
+                self.cache.remember(identity, stored, settings, now)
             circuit = machine.current(stored, settings, now)
             if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
                 return _admitted(circuit.state)
@@ -791,6 +817,7 @@ def _save(
     """Write the row (circuit and tallies) if anything happened, drop permits once it leaves
     half-open, log."""
     after = outcome.circuit
+    journal.seen.append((identity_of(row), after, settings_of(row)))
     if (
         row.half_open_max_calls is not None
         and after.state is not State.HALF_OPEN
@@ -896,6 +923,7 @@ def _remove(
     conn.execute(delete(connections).where(connections.c.id == row.id))
     farewell = Occurrence(kind, now, outcome.circuit.failure_count)
     _append(conn, row.id, identity_of(row), [farewell], actor, journal)
+    journal.gone.append(identity_of(row))
 
 
 def _append(
