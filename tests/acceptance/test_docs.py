@@ -91,7 +91,7 @@ def runnable_examples(page: Path) -> list[Runnable]:
     ]
 
 
-FEATURE_PAGES = [DOCS / "protecting-calls.md", DOCS / "listeners.md"]
+FEATURE_PAGES = [DOCS / "protecting-calls.md", DOCS / "listeners.md", DOCS / "fast-modes.md"]
 """Pages of features whose runnable examples run too."""
 
 
