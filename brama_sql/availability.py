@@ -35,15 +35,26 @@ class Seen:
 class AvailabilityCache:
     """The circuits this process saw, each answering ``available()`` for ``window``."""
 
-    def __init__(self, window: timedelta) -> None:
+    def __init__(self, window: timedelta, answers: bool = True) -> None:
         self.window = window
+        self.answers = answers
+        """Whether :meth:`answer` answers (batched reporting alone only asks :meth:`healthy`)."""
         self._seen: dict[Identity, Seen] = {}
+
+    def healthy(self, identity: Identity, now: datetime, window: timedelta) -> bool:
+        """Whether the circuit was seen closed, with no failures counted, less than ``window``
+        before ``now`` (a success then changes nothing but the log)."""
+        seen = self._seen.get(identity)
+        if seen is None or not seen.at <= now < seen.at + window:
+            return False
+        circuit = seen.circuit
+        return circuit.state is State.CLOSED and circuit.failure_count == 0
 
     def answer(self, identity: Identity, now: datetime) -> bool | None:
         """Whether a call may go through, from what was seen less than ``window`` before
         ``now``; ``None`` when the database must be asked."""
         seen = self._seen.get(identity)
-        if seen is None or not seen.at <= now < seen.at + self.window:
+        if not self.answers or seen is None or not seen.at <= now < seen.at + self.window:
             return None
         circuit = machine.current(seen.circuit, seen.settings, now)
         if circuit.state is State.HALF_OPEN and seen.settings.permits_limited:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import logging
@@ -23,9 +24,11 @@ from brama_sql import circuit as machine
 from brama_sql import engine as engines
 from brama_sql import migration, validation
 from brama_sql.availability import AvailabilityCache
+from brama_sql.batching import Batcher
 from brama_sql.circuit import Cause, Kind, Settings
 from brama_sql.cleaner import Cleaner
 from brama_sql.clock import DATABASE, Clock, system_clock
+from brama_sql.clock import read as read_clock
 from brama_sql.declarations import Declarations
 from brama_sql.errors import (
     ArgumentTypeError,
@@ -42,7 +45,7 @@ from brama_sql.pruning import BATCH_SIZE, Pruner
 from brama_sql.records import ConnectionStatus, Event, Transition
 from brama_sql.rows import Identity
 from brama_sql.schema import connections, events, stored_scope
-from brama_sql.store import Admission, Refusal, Store
+from brama_sql.store import Admission, Buffered, Refusal, Store
 from brama_sql.transaction import Transactions
 
 logger = logging.getLogger("brama_sql")
@@ -99,8 +102,10 @@ class Brama:
 
     ``availability_cache`` (seconds, off by default) opts into answering :meth:`available`
     from this process's memory for that long after it last read or wrote the circuit: up to
-    that stale about other processes' transitions, never about its own (see
-    docs/fast-modes.md). It needs a Python clock, not ``clock="database"``.
+    that stale about other processes' transitions, never about its own. ``batch_reports``
+    (seconds, off by default) opts into keeping back the successes of a healthy circuit for at
+    most that long and writing them together (:meth:`flush` writes them at once). Both need a
+    Python clock, not ``clock="database"``; see docs/fast-modes.md for what each may lose.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class Brama:
         connections: Mapping[str, Mapping[str, Any]] | None = None,
         reconfigure: bool = False,
         availability_cache: float | timedelta | None = None,
+        batch_reports: float | timedelta | None = None,
     ) -> None:
         self.failure_threshold = validation.threshold(failure_threshold)
         self.expiry = validation.seconds(expiry, "expiry")
@@ -142,12 +148,14 @@ class Brama:
         self.availability_cache = validation.optional_seconds(
             availability_cache, "availability_cache"
         )
-        if self.availability_cache is not None and clock == DATABASE:
-            raise InvalidArgumentError(
-                'availability_cache needs a Python clock, not clock="database" (the cache must '
-                "tell the time without asking the database)",
-                argument="availability_cache",
-            )
+        self.batch_reports = validation.optional_seconds(batch_reports, "batch_reports")
+        for name in ("availability_cache", "batch_reports"):
+            if getattr(self, name) is not None and clock == DATABASE:
+                raise InvalidArgumentError(
+                    f'{name} needs a Python clock, not clock="database" (it must tell the '
+                    "time without asking the database)",
+                    argument=name,
+                )
         self._declarations = Declarations()
         for identifier, options in _declared_options(connections):
             self.declare(identifier, **options)
@@ -193,6 +201,12 @@ class Brama:
         )
         if self.availability_cache is not None:
             self._store.cache = AvailabilityCache(timedelta(seconds=self.availability_cache))
+        self._batcher: Batcher | None = None
+        if self.batch_reports is not None:
+            window = timedelta(seconds=self.batch_reports)
+            if self._store.cache is None:
+                self._store.cache = AvailabilityCache(window, answers=False)
+            self._batcher = Batcher(self._store.record_successes, window)
         self._first_uses = FirstUses()
         self._token = uuid.uuid4().hex[:8]
 
@@ -348,6 +362,7 @@ class Brama:
             wanted["half_open_max_calls"] = _max_calls(half_open_max_calls)
         if probe_timeout is not UNSET:
             wanted["probe_timeout"] = validation.optional_seconds(probe_timeout, "probe_timeout")
+        self._flush_first(identity)
         status = self._store.configure(identity, wanted, self.actor())
         declared = self._declarations.get(identity)
         if declared is not None:
@@ -409,7 +424,9 @@ class Brama:
 
     def unregister(self, identifier: str, *, scope: str | None = None) -> bool:
         """Stop monitoring a connection (its history stays); ``True`` if it existed."""
-        return self._store.unregister(_identity(identifier, scope), self.actor())
+        identity = _identity(identifier, scope)
+        self._flush_first(identity)
+        return self._store.unregister(identity, self.actor())
 
     def available(self, identifier: str, *, scope: str | None = None) -> bool:
         """Whether a call may go through now: ``True`` unless the circuit is open. ``False`` for
@@ -434,6 +451,7 @@ class Brama:
         """The connection's circuit and its metrics, as of now."""
         identity = _identity(identifier, scope)
         self._reconcile(identity)
+        self._flush_first(identity)
         return self._store.status(identity, self.actor())
 
     def connections(self, *, scope: str | _Every | None = EVERY_SCOPE) -> list[ConnectionStatus]:
@@ -500,6 +518,9 @@ class Brama:
         actor = self.actor() if permit is None else permit.actor()
         try:
             self._reconcile(identity)
+            if self._kept_back(kind, identity, note, actor, permit):
+                return None
+            self._flush_first(identity)
             outcome = self._store.change(
                 kind.value,
                 identity,
@@ -745,6 +766,45 @@ class Brama:
         """
         return self._listeners.add(callback)
 
+    def _kept_back(
+        self,
+        kind: Kind,
+        identity: Identity,
+        note: str | None,
+        actor: str,
+        permit: Permit | None,
+    ) -> bool:
+        """Batched reporting: keep a success of a circuit seen healthy lately for its batch."""
+        batcher, cache, clock = self._batcher, self._store.cache, self._store.clock
+        if batcher is None or cache is None or clock is None or kind is not Kind.SUCCESS:
+            return False
+        if permit is not None and permit.probe:
+            return False
+        now = read_clock(clock)
+        if not cache.healthy(identity, now, batcher.window):
+            return False
+        batcher.add(identity, Buffered(now, actor, note))
+        return True
+
+    def _flush_first(self, identity: Identity) -> None:
+        """Write this process's batch of ``identity`` before another write to it, so that the
+        log keeps the order in which this process reported."""
+        if self._batcher is not None:
+            self._batcher.flush(identity)
+
+    def flush(self) -> None:
+        """Write every success batched reporting keeps back (also done at exit and within
+        ``batch_reports`` seconds). Raises :class:`BramaDatabaseError` when a batch cannot be
+        written (its successes are lost, as a WARNING says), unless ``on_db_error`` is
+        ``"allow"`` or ``"deny"``. Does nothing without ``batch_reports``."""
+        if self._batcher is None:
+            return
+        try:
+            self._batcher.flush()
+        except BramaDatabaseError:
+            if self.on_db_error == "raise":
+                raise
+
     # -- manual controls ------------------------------------------------------------------
 
     def open(self, identifier: str, *, scope: str | None = None, reason: str | None = None) -> None:
@@ -767,6 +827,7 @@ class Brama:
         identity = _identity(identifier, scope)
         note = validation.reason(reason)
         self._reconcile(identity)
+        self._flush_first(identity)
         self._store.change(
             action.value.removeprefix("manual_"),
             identity,
@@ -812,6 +873,9 @@ class Brama:
     def dispose(self) -> None:
         """Close the engine's pooled database connections (in a forked child that has not used
         this Brama yet, only its own: the parent's are left to the parent)."""
+        if self._batcher is not None:
+            with contextlib.suppress(BramaDatabaseError):
+                self._batcher.flush()  # logged, with how many were lost
         with self._transactions.gate:
             self.engine.dispose()
 

@@ -405,6 +405,45 @@ class Store:
         except BramaDatabaseError as error:
             logger.warning("brama_sql: folding the tallies of %s failed: %s", identity, error)
 
+    def record_successes(self, identity: Identity, buffered: Sequence[Buffered]) -> None:
+        """Write successes reported earlier (batched reporting), oldest first, each at its own
+        time and with its own actor, in one transaction. Under the shared lock when the circuit
+        is still healthy (closed, no failures counted); otherwise, under the exclusive lock,
+        each goes through the state machine in turn as if reported when written."""
+        if not buffered:
+            return
+
+        def healthy(conn: Connection, journal: Journal) -> None:
+            row = _find(conn, identity, lock=True, shared=True)
+            if row is None:
+                raise _NeedsExclusive
+            before, settings = circuit_of(row), settings_of(row)
+            if before.state is not State.CLOSED or before.failure_count:
+                raise _NeedsExclusive
+            occurrences: list[Occurrence] = []
+            for item in buffered:
+                outcome = machine.record(before, settings, Kind.SUCCESS, item.at, item.reason)
+                if outcome.circuit != before or len(outcome.occurrences) != 1:
+                    raise _NeedsExclusive
+                occurrences.extend(outcome.occurrences)
+            actors = [item.actor for item in buffered]
+            _append(conn, row.id, identity_of(row), occurrences, actors, journal)
+            journal.seen.append((identity, before, settings))
+
+        def one_by_one(conn: Connection, journal: Journal) -> None:
+            for item in buffered:
+                row = self._lock(conn, identity, item.actor, journal)
+                before, settings = circuit_of(row), settings_of(row)
+                outcome = machine.expire(before, settings, item.at).then(
+                    functools.partial(_late_success, settings=settings, item=item)
+                )
+                _save(conn, row, before, outcome, item.actor, journal)
+
+        try:
+            self._write("success", healthy, Receipt())
+        except _NeedsExclusive:
+            self._write("success", one_by_one, Receipt(), retry_if=_duplicate_identity)
+
     def claim(self, identity: Identity, actor: str, holder: str | None = None) -> Admission:
         """Whether ``holder`` (``actor`` unless given) may call now; in a half-open circuit
         with limited permits, claim a permit for it. Events it writes name ``actor``.
@@ -705,6 +744,19 @@ tail into the tallies after it commits. Ids are global, so a connection's tail h
 this many events (plus those of calls in flight), and reads count no more than that."""
 
 
+@dataclass(frozen=True)
+class Buffered:
+    """A success report kept back by batched reporting: when it happened, who made it, why."""
+
+    at: datetime
+    actor: str
+    reason: str | None
+
+
+def _late_success(circuit: Circuit, settings: Settings, item: Buffered) -> Outcome:
+    return machine.record(circuit, settings, Kind.SUCCESS, item.at, item.reason)
+
+
 class _NeedsExclusive(Exception):
     """A report under the shared lock that may change the circuit: nothing was written, the
     exclusive lock decides instead."""
@@ -931,12 +983,13 @@ def _append(
     connection_id: int,
     identity: Identity,
     occurrences: Sequence[Occurrence],
-    actor: str,
+    actor: str | Sequence[str],
     journal: Journal,
 ) -> int:
-    """Insert the events, oldest first, each with the call's ``call_id``; note in the
-    call's receipt where the last one went, and in the ``journal`` the transitions. Returns
-    the id of a single event (else 0)."""
+    """Insert the events, oldest first, each with the call's ``call_id`` and ``actor`` (or
+    its own of ``actor``, one per occurrence); note in the call's receipt where the last one
+    went, and in the ``journal`` the transitions. Returns the id of a single event (else 0)."""
+    actors = [actor] * len(occurrences) if isinstance(actor, str) else list(actor)
     if not occurrences:
         return 0
     journal.transitions.extend(
@@ -960,11 +1013,11 @@ def _append(
             "failure_count": occurrence.failure_count,
             "cause": _value(occurrence.cause),
             "probe": occurrence.probe,
-            "actor": actor,
+            "actor": writer,
             "details": occurrence.details,
             "call_id": receipt.call_id,
         }
-        for occurrence in occurrences
+        for occurrence, writer in zip(occurrences, actors, strict=True)
     ]
     if len(rows) > 1:
         conn.execute(INSERT_EVENT, rows)
