@@ -33,6 +33,7 @@ from bench.plan import (
     CORE,
     DIALECTS,
     DRIVER,
+    FAST,
     FULL,
     OPERATIONS,
     PYBREAKER,
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: skipping the pybreaker contender: {reason}", file=sys.stderr)
         skipped.append({"what": PYBREAKER, "reason": reason})
         redis_url = None
-    contenders = (BRAMA, CORE, DRIVER, *((PYBREAKER,) if redis_url else ()))
+    contenders = (BRAMA, CORE, DRIVER, FAST, *((PYBREAKER,) if redis_url else ()))
     namespace = f"brama-bench-{uuid.uuid4().hex[:8]}"
     urls = {"postgresql": args.postgres_url, "mysql": args.mysql_url}
     started = time.monotonic()

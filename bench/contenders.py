@@ -3,6 +3,8 @@
 - ``brama``: a :class:`~brama_sql.Brama` on the run's URL with default options (its own engine:
   WAL and ``synchronous=FULL`` on SQLite, the per-dialect session settings).
 - ``core`` and ``driver``: the hand-written twins of :mod:`bench.twins`.
+- ``brama-fast``: a :class:`~brama_sql.Brama` with both opt-in fast modes, an availability
+  cache of 0.5 s and batched reporting of 0.1 s (docs/fast-modes.md), for the guarded call.
 - ``pybreaker``: a ``pybreaker.CircuitBreaker`` per connection whose state lives in Redis
   (``CircuitRedisStorage``), the peer of a guarded call; it keeps nothing durable and logs
   nothing.
@@ -24,6 +26,7 @@ from bench.plan import (
     CORE,
     DRIVER,
     FAILURE,
+    FAST,
     GUARDED,
     PYBREAKER,
     STATUS,
@@ -34,6 +37,10 @@ from bench.twins import CoreTwin, DriverTwin, Twin
 from brama_sql import Brama
 from brama_sql.validation import MAX_THRESHOLD
 
+FAST_CACHE_S = 0.5
+"""The availability cache of the fast contender: other processes' trips show up to this late."""
+FAST_BATCH_S = 0.1
+"""The batched reporting of the fast contender: successes written up to this late."""
 Operation = Callable[[str], object]
 """One call of an operation on the connection named (``connections()`` ignores the name)."""
 
@@ -68,6 +75,8 @@ def build(name: str, spec: WorkerSpec) -> Contender:
     url = make_url(spec.url)
     if name == BRAMA:
         return _brama(Brama(url))
+    if name == FAST:
+        return _brama(Brama(url, availability_cache=FAST_CACHE_S, batch_reports=FAST_BATCH_S))
     if name in (CORE, DRIVER):
         return _twin(CoreTwin(url) if name == CORE else DriverTwin(url))
     if name == PYBREAKER:

@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from bench.plan import BRAMA, Plan
+from bench.plan import BRAMA, FAST, PYBREAKER, Plan
 from bench.workers import Task, Workers
 
 
@@ -58,6 +58,10 @@ def measure(
         for name in contenders
         if name != BRAMA
     }
+    if FAST in rates and PYBREAKER in rates:
+        ratios[f"{FAST}/{PYBREAKER}"] = statistics.median(
+            mine / theirs for mine, theirs in zip(rates[FAST], rates[PYBREAKER], strict=True)
+        )
     return {
         "dialect": cell.dialect,
         "operation": cell.operation,

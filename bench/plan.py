@@ -40,12 +40,15 @@ BRAMA = "brama"
 CORE = "core"
 DRIVER = "driver"
 PYBREAKER = "pybreaker"
+FAST = "brama-fast"
+"""brama_sql with both opt-in fast modes (docs/fast-modes.md), for the guarded call only."""
 TWINS = (CORE, DRIVER)
-CONTENDERS = (BRAMA, CORE, DRIVER, PYBREAKER)
+CONTENDERS = (BRAMA, CORE, DRIVER, FAST, PYBREAKER)
 
 
 def contenders_of(operation: str) -> tuple[str, ...]:
-    """The contenders of an operation: pybreaker only does a guarded call."""
+    """The contenders of an operation: pybreaker and brama_sql's fast modes only do a guarded
+    call."""
     if operation == GUARDED:
         return CONTENDERS
     return (BRAMA, *TWINS)

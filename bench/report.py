@@ -17,6 +17,7 @@ from bench.plan import (
     CONNECTIONS,
     CORE,
     DRIVER,
+    FAST,
     FLEET,
     GUARDED,
     HOT,
@@ -123,8 +124,8 @@ def _median(result: dict[str, Any], contender: str) -> float | None:
     return None if figures is None else float(figures["median_ops_per_s"])
 
 
-def _ratio(result: dict[str, Any], contender: str) -> str:
-    value = result["ratios"].get(f"{BRAMA}/{contender}")
+def _ratio(result: dict[str, Any], contender: str, mine: str = BRAMA) -> str:
+    value = result["ratios"].get(f"{mine}/{contender}")
     return "-" if value is None else f"{value:.2f}"
 
 
@@ -150,6 +151,7 @@ def summary(document: dict[str, Any]) -> str:
         headers += [f"{name} brama / Core / driver (ops/s)", f"{name} brama/Core, brama/driver"]
     rows = []
     peer: list[str] = ["guarded call: pybreaker + Redis"]
+    fast: list[str] = ["guarded call: brama fast modes (cache 0.5 s, batches 0.1 s)"]
     for operation in OPERATIONS:
         row = [label(operation, document)]
         for dialect in dialects:
@@ -161,7 +163,13 @@ def summary(document: dict[str, Any]) -> str:
             row.append(f"{_ratio(result, CORE)}, {_ratio(result, DRIVER)}")
             if operation == GUARDED:
                 peer += [_cell(result, PYBREAKER), f"brama/pybreaker {_ratio(result, PYBREAKER)}"]
+                fast += [
+                    _cell(result, FAST),
+                    f"fast/pybreaker {_ratio(result, PYBREAKER, FAST)}",
+                ]
         rows.append(row)
+    if len(fast) > 1:
+        rows.append(fast)
     if len(peer) > 1:
         rows.append(peer)
     return _table(headers, rows)
@@ -185,6 +193,8 @@ def details(document: dict[str, Any], dialect: str) -> str:
         "brama/driver",
         "pybreaker",
         "brama/pybreaker",
+        "brama-fast",
+        "fast/pybreaker",
     ]
     rows = []
     for result in document["results"]:
@@ -202,6 +212,8 @@ def details(document: dict[str, Any], dialect: str) -> str:
                 _ratio(result, DRIVER),
                 _cell(result, PYBREAKER),
                 _ratio(result, PYBREAKER),
+                _cell(result, FAST),
+                _ratio(result, PYBREAKER, FAST),
             ]
         )
     return _table(headers, rows)

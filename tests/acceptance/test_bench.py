@@ -75,14 +75,18 @@ def test_every_operation_has_its_twins_and_ratios(short_run: tuple[dict[str, Any
         assert result["dialect"] == "sqlite"
         assert result["processes"] == 1
         wanted = set(TWINS)
-        if result["operation"] == "guarded" and not pybreaker_skipped:
-            wanted.add("pybreaker")
+        extra = set()
+        if result["operation"] == "guarded":
+            wanted.add("brama-fast")
+            if not pybreaker_skipped:
+                wanted.add("pybreaker")
+                extra.add("brama-fast/pybreaker")
         assert set(result["contenders"]) == wanted
         for figures in result["contenders"].values():
             assert len(figures["rounds_ops_per_s"]) == rounds
             assert figures["calls"] >= rounds
             assert figures["median_ops_per_s"] > 0
-        assert set(result["ratios"]) == {f"brama/{name}" for name in wanted - {"brama"}}
+        assert set(result["ratios"]) == {f"brama/{name}" for name in wanted - {"brama"}} | extra
         assert all(math.isfinite(value) and value > 0 for value in result["ratios"].values())
 
 
@@ -95,6 +99,7 @@ def test_pybreaker_runs_or_is_skipped_with_a_reason(short_run: tuple[dict[str, A
     else:
         assert document["servers"]["redis"]
         assert "pybreaker + Redis" in tables
+        assert "guarded call: brama fast modes" in tables
 
 
 def test_the_tables_are_printed(short_run: tuple[dict[str, Any], str]) -> None:
