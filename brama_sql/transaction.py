@@ -259,6 +259,10 @@ class Transactions:
             # A read needs no transaction (each of its statements reads one snapshot), and
             # outside one the server's orphan lock limit cannot end a long read.
             _isolate(conn, "AUTOCOMMIT")
+        if not write:
+            # A read needs no COMMIT: the pool's rollback at check-in ends whatever the driver
+            # began (on MariaDB/MySQL a COMMIT would be one more round trip per read).
+            return body(conn)
         committing = False
         try:
             with conn.begin():
