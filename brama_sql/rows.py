@@ -76,14 +76,21 @@ def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
     ).where(condition)
 
 
-def tally_of(row: Row[Any]) -> Tally:
-    """The tallies of a row of :func:`with_tail`: those it keeps plus its tail."""
-    return Tally.of_row(row).with_tail(row.tail_successes, row.tail_latest)
+Tail = tuple[int, "datetime | None"]
+"""A row's tail: how many events after ``tallied_through``, and the latest one's time."""
 
 
-def status_of(row: Row[Any], now: datetime) -> ConnectionStatus:
-    """The status of a row of :func:`with_tail` at ``now``."""
-    tally = tally_of(row)
+def tally_of(row: Row[Any], tail: Tail | None = None) -> Tally:
+    """The tallies of a row of :func:`with_tail` (or of a plain row and its ``tail``): those
+    it keeps plus its tail."""
+    count, latest = (row.tail_successes, row.tail_latest) if tail is None else tail
+    return Tally.of_row(row).with_tail(count, latest)
+
+
+def status_of(row: Row[Any], now: datetime, tail: Tail | None = None) -> ConnectionStatus:
+    """The status of a row of :func:`with_tail` (or of a plain row and its ``tail``) at
+    ``now``."""
+    tally = tally_of(row, tail)
     settings = settings_of(row)
     stored = circuit_of(row)
     circuit = machine.current(stored, settings, now)

@@ -46,6 +46,7 @@ from brama_sql.rows import (
     FIND_FOR_UPDATE,
     STATUS,
     Identity,
+    Tail,
     circuit_of,
     event_record,
     identity_of,
@@ -714,13 +715,37 @@ class Store:
     def statuses(self, condition: ColumnElement[bool]) -> list[ConnectionStatus]:
         """The status of every connection matching ``condition``, by scope then identifier."""
 
-        def body(conn: Connection) -> tuple[Sequence[Row[Any]], datetime]:
-            query = with_tail(condition).order_by(connections.c.scope, connections.c.identifier)
-            return conn.execute(query).all(), self.now(conn)
+        order = (connections.c.scope, connections.c.identifier)
+
+        def body(conn: Connection) -> tuple[Sequence[Row[Any]], dict[int, Tail] | None, datetime]:
+            if conn.dialect.name != "mysql":
+                return (
+                    conn.execute(with_tail(condition).order_by(*order)).all(),
+                    None,
+                    self.now(conn),
+                )
+            # MariaDB/MySQL run a tail subquery per row by scanning the connection's whole
+            # index range (a correlated bound is no range to them): read the rows, then, from
+            # the same snapshot, the tails of those whose newest event is past tallied_through
+            # (each a range on (connection_id, id); the newest event is one index dive).
+            conn.execution_options(isolation_level="REPEATABLE READ")
+            rows = conn.execute(
+                select(connections, NEWEST_EVENT_OF_ROW).where(condition).order_by(*order)
+            ).all()
+            tails: dict[int, Tail] = {}
+            for row in rows:
+                if (row.newest_event or 0) > row.tallied_through:
+                    count, latest = conn.execute(
+                        TAIL, {"row_id": row.id, "through": row.tallied_through}
+                    ).one()
+                    tails[row.id] = (int(count), latest)
+            return rows, tails, self.now(conn)
 
         # The records are made after the transaction: a long one would sit idle meanwhile.
-        rows, now = self.run("connections", body, write=False)
-        return [status_of(row, now) for row in rows]
+        rows, tails, now = self.run("connections", body, write=False)
+        if tails is None:
+            return [status_of(row, now) for row in rows]
+        return [status_of(row, now, tails.get(row.id, (0, None))) for row in rows]
 
     def events(self, condition: ColumnElement[bool], limit: int | None) -> list[Event]:
         """Logged events matching ``condition``, oldest first, at most ``limit`` of them."""
@@ -911,6 +936,16 @@ SAVE_ROW = (
 """Write a locked row: its tallies count every event up to its newest; the circuit and the
 tallies come as execution parameters named like the columns (built once, compiled once)."""
 INSERT_EVENT = insert(events)
+NEWEST_EVENT_OF_ROW = (
+    select(events.c.id)
+    .with_hint(events, "FORCE INDEX (ix_brama_events_connection_id_id)", "mysql")
+    .where(events.c.connection_id == connections.c.id)
+    .order_by(events.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("newest_event")
+)
+"""The id of each row's newest event (one dive into ``(connection_id, id)`` per row)."""
 
 
 def _folded(conn: Connection, row: Row[Any]) -> Tally:
