@@ -144,6 +144,19 @@ def event_record(row: Row[Any]) -> Event:
 
 FIND = select(connections).where(BY_IDENTITY)
 """A connection's row, by :data:`BY_IDENTITY`."""
+FIND_CIRCUIT: Select[Any] = select(
+    connections.c.id,
+    connections.c.state,
+    connections.c.failure_count,
+    connections.c.opened_at,
+    connections.c.episode,
+    connections.c.failure_threshold,
+    connections.c.expiry,
+    connections.c.half_open_max_calls,
+    connections.c.probe_timeout,
+).where(BY_IDENTITY)
+"""Only what deciding admission needs (:func:`circuit_of`, :func:`settings_of`): a read on
+every guarded call, where each further column costs the driver its parsing."""
 FIND_FOR_UPDATE = FIND.with_for_update()
 FIND_FOR_SHARE = FIND.with_for_update(read=True)
 STATUS = with_tail(BY_IDENTITY)

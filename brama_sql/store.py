@@ -42,6 +42,7 @@ from brama_sql.options import Changes, Registration, changes
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.rows import (
     FIND,
+    FIND_CIRCUIT,
     FIND_FOR_SHARE,
     FIND_FOR_UPDATE,
     STATUS,
@@ -671,7 +672,7 @@ class Store:
                 return Admission.ADMITTED if cached else Admission.REFUSED
 
         def body(conn: Connection) -> Admission | None:
-            row = _find(conn, identity)
+            row = conn.execute(FIND_CIRCUIT, identity.parameters()).one_or_none()
             if row is None:  # a declared connection is registered by claim()
                 return None if self.declared(identity) is not None else Admission.REFUSED
             settings = settings_of(row)
