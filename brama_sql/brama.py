@@ -286,15 +286,21 @@ class Brama:
         )
         if not isinstance(exist_ok, bool):
             raise ArgumentTypeError(f"exist_ok must be a bool, not {type(exist_ok).__name__}")
+        call = f"register({identity.identifier!r}, scope={identity.scope!r}, exist_ok=True)"
+        return self._register(identity, registration, exist_ok, call)
+
+    def _register(
+        self, identity: Identity, registration: Registration, exist_ok: bool, call: str
+    ) -> ConnectionStatus:
+        """Register; with ``exist_ok``, warn (naming ``call``) when the stored options of an
+        existing connection differ from ``registration``, and leave them."""
         status, differences = self._store.register(
             identity, registration, self.actor(), exist_ok=exist_ok
         )
         if differences:
             logger.warning(
-                "register(%r, scope=%r, exist_ok=True): the stored options differ and stay "
-                "(call configure() to change them): %s",
-                identity.identifier,
-                identity.scope,
+                "%s: the stored options differ and stay (call configure() to change them): %s",
+                call,
                 describe(differences),
             )
         return status
@@ -608,17 +614,8 @@ class Brama:
         once when the stored options differ."""
         if not again and self._first_uses.seen(identity, registration):
             return
-        _status, differences = self._store.register(
-            identity, registration, self.actor(), exist_ok=True
-        )
-        if differences:
-            logger.warning(
-                "guard(%r, scope=%r, register=True): the stored options differ and stay "
-                "(call configure() to change them): %s",
-                identity.identifier,
-                identity.scope,
-                describe(differences),
-            )
+        call = f"guard({identity.identifier!r}, scope={identity.scope!r}, register=True)"
+        self._register(identity, registration, True, call)
         self._first_uses.note(identity, registration)
 
     def guard(
