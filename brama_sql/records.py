@@ -11,7 +11,7 @@ from brama_sql.circuit import Cause, Kind, State
 
 @dataclass(frozen=True)
 class ConnectionStatus:
-    """A connection's circuit as it is at the moment it was read, with metrics from its log."""
+    """A connection's circuit as it is at the moment it was read, with the tallies of its log."""
 
     identifier: str
     scope: str | None

@@ -38,7 +38,7 @@ LOCK_TIMEOUT = 2.0
 IO_TIMEOUT = 2.0  # PostgreSQL connects in at least 2 s: the same allowance on both
 BOUND = LOCK_TIMEOUT + IO_TIMEOUT
 SLACK = 0.6
-"""The watchdog's tick, thread scheduling on a loaded 2-core machine."""
+"""Waking the watchdog's thread and scheduling it on a loaded 2-core machine."""
 
 pytestmark = SERVERS
 
