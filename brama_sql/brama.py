@@ -828,7 +828,9 @@ class Brama:
         self._store.change(
             action.value.removeprefix("manual_"),
             identity,
-            lambda circuit, _settings, now, _holds: machine.force(circuit, action, now, note),
+            lambda circuit, settings, now, _holds: machine.force(
+                circuit, action, now, note, settings
+            ),
             self.actor(),
             report=False,
         )

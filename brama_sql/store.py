@@ -33,8 +33,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from brama_sql import circuit as machine
+from brama_sql import validation
 from brama_sql.availability import AvailabilityCache
-from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
+from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State, column_values
 from brama_sql.clock import Clock, database_now, read
 from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
 from brama_sql.listeners import Listeners, Written
@@ -294,9 +295,11 @@ class Store:
                 outcome = machine.expire(before, settings, now).then(
                     lambda circuit: machine.configure(circuit, new_settings, now, found)
                 )
-                # The option columns are named like the options.
+                validation.settings(new_settings)
                 conn.execute(
-                    update(connections).where(connections.c.id == row.id).values(**found["new"])
+                    update(connections)
+                    .where(connections.c.id == row.id)
+                    .values(**column_values(found["new"]))
                 )
                 if new_settings.half_open_max_calls is None:
                     _drop_permits(conn, row.id)  # no longer limited: nothing settles them
@@ -711,6 +714,8 @@ class Store:
             retry_after = max(0.0, (expires_at - now).total_seconds())
         elif circuit.state is State.HALF_OPEN and settings.permits_limited:
             retry_after = None  # every permit is taken: their holders decide when
+        elif circuit.state is State.FORCED_OPEN:
+            retry_after = None  # until someone closes or resets it
         return Refusal(status_of(row, now), retry_after)
 
     def statuses(self, condition: ColumnElement[bool]) -> list[ConnectionStatus]:
@@ -821,7 +826,7 @@ def _insert(
             episode=circuit.episode,
             metadata=registration.metadata,
             registered_at=now,
-            **settings.as_options(),  # the option columns are named like the options
+            **settings.columns(),
             **Tally().adding_all(_kinds(outcome.occurrences)).columns(),
         )
     )
@@ -914,6 +919,8 @@ def _save(
             "failure_count": after.failure_count,
             "opened_at": after.opened_at,
             "episode": after.episode,
+            "open_period": after.open_period,
+            "window_counts": None if after.window is None else after.window.as_json(),
             **tally.columns(),
         },
     )
@@ -1049,6 +1056,7 @@ def _append(
             "failure_count": occurrence.failure_count,
             "cause": _value(occurrence.cause),
             "probe": occurrence.probe,
+            "duration": occurrence.duration,
             "actor": writer,
             "details": occurrence.details,
             "call_id": receipt.call_id,
