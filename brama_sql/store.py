@@ -427,7 +427,7 @@ class Store:
                 raise _NeedsExclusive
             occurrences: list[Occurrence] = []
             for item in buffered:
-                outcome = machine.record(before, settings, Kind.SUCCESS, item.at, item.reason)
+                outcome = _late_success(before, settings, item)
                 if outcome.circuit != before or len(outcome.occurrences) != 1:
                     raise _NeedsExclusive
                 occurrences.extend(outcome.occurrences)
@@ -782,10 +782,13 @@ class Buffered:
     at: datetime
     actor: str
     reason: str | None
+    duration: float | None = None
 
 
 def _late_success(circuit: Circuit, settings: Settings, item: Buffered) -> Outcome:
-    return machine.record(circuit, settings, Kind.SUCCESS, item.at, item.reason)
+    return machine.record(
+        circuit, settings, Kind.SUCCESS, item.at, item.reason, duration=item.duration
+    )
 
 
 class _NeedsExclusive(Exception):
