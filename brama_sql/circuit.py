@@ -370,6 +370,47 @@ def record(
     return Outcome(after, (report,))
 
 
+def appendable(before: Circuit, settings: Settings, now: datetime, outcome: Outcome) -> bool:
+    """Whether a report's ``outcome`` may be logged without writing the row (under the shared
+    lock): it changes nothing but the log, or, with a rate policy on, only adds a success to
+    the window that no later report can make trip. That success is then folded into the
+    window by the next write under the exclusive lock (:func:`fold_tail`), as replay counts it.
+
+    A success that is not slow never raises a share: with ``f`` failures (``s`` slow calls)
+    and ``n`` reports in the window at ``now``, every later count holds at least ``n + 1``
+    reports and no more failures, so when ``f / (n + 1)`` and ``s / (n + 1)`` stay under
+    their thresholds, neither this success nor the unfolded ones before it trip the circuit.
+    """
+    if len(outcome.occurrences) != 1:
+        return False
+    after = outcome.circuit
+    if after == before:
+        return True
+    if not settings.rate_policy or replace(after, window=before.window) != before:
+        return False
+    (report,) = outcome.occurrences
+    if report.kind is not Kind.SUCCESS or settings.is_slow(report.duration):
+        return False
+    totals = (before.window or Window()).totals(now, settings.window_span)
+    calls = totals.calls + 1
+    failure_rate, slow_rate = settings.failure_rate_threshold, settings.slow_call_rate_threshold
+    if failure_rate is not None and totals.failures / calls >= failure_rate:
+        return False
+    return slow_rate is None or totals.slow / calls < slow_rate
+
+
+def fold_tail(
+    circuit: Circuit, settings: Settings, tail: list[tuple[datetime, float | None]]
+) -> Circuit:
+    """The circuit with the successes logged under the shared lock since the row was last
+    written (``(occurred_at, duration)``, oldest first) counted, as replay counts them."""
+    if not settings.rate_policy:
+        return circuit
+    for at, duration in tail:
+        circuit = record(circuit, settings, Kind.SUCCESS, at, duration=duration).circuit
+    return circuit
+
+
 def _rate_reached(circuit: Circuit, settings: Settings, now: datetime) -> str | None:
     """Why the window opens the circuit at ``now``, or ``None`` when it does not."""
     if not settings.rate_policy or circuit.window is None:

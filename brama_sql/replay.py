@@ -288,7 +288,10 @@ def verify(
     for event in log:
         replaying.feed(event)
     reached = replaying.finish()
-    stored = None if row is None else circuit_of(row)
+    stored = None
+    if row is not None:
+        tail = [(e.occurred_at, e.duration) for e in log if e.id > row.tallied_through]
+        stored = machine.fold_tail(circuit_of(row), settings_of(row), tail)
     if reached.circuit != stored:
         raise ReplayError(f"the log leads to {reached.circuit}, the row holds {stored}")
     if row is not None:

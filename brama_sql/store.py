@@ -290,7 +290,8 @@ class Store:
             now = self.now(conn)
             found = changes(_options(row), dict(wanted))
             if found:
-                before, settings = circuit_of(row), settings_of(row)
+                settings = settings_of(row)
+                before = _locked_circuit(conn, row, settings)
                 new_settings = settings.updated(found["new"])
                 outcome = machine.expire(before, settings, now).then(
                     lambda circuit: machine.configure(circuit, new_settings, now, found)
@@ -351,7 +352,8 @@ class Store:
         def body(conn: Connection, journal: Journal) -> Outcome:
             row = self._lock(conn, identity, actor, journal)
             now = self.now(conn)
-            before, settings = circuit_of(row), settings_of(row)
+            settings = settings_of(row)
+            before = _locked_circuit(conn, row, settings)
             expired = machine.expire(before, settings, now)
             permit = None
             if report:
@@ -384,7 +386,7 @@ class Store:
             if machine.expire(before, settings, now).occurrences:
                 raise _NeedsExclusive
             outcome = step(before, settings, now, False)
-            if outcome.circuit != before or len(outcome.occurrences) != 1:
+            if not machine.appendable(before, settings, now, outcome):
                 raise _NeedsExclusive
             (occurrence,) = outcome.occurrences
             event_id = _append(conn, row.id, identity_of(row), [occurrence], actor, journal)
@@ -438,7 +440,8 @@ class Store:
         def one_by_one(conn: Connection, journal: Journal) -> None:
             for item in buffered:
                 row = self._lock(conn, identity, item.actor, journal)
-                before, settings = circuit_of(row), settings_of(row)
+                settings = settings_of(row)
+                before = _locked_circuit(conn, row, settings)
                 outcome = machine.expire(before, settings, item.at).then(
                     functools.partial(_late_success, settings=settings, item=item)
                 )
@@ -464,7 +467,8 @@ class Store:
             if row is None:
                 return Admission.REFUSED
             now = self.now(conn)
-            before, settings = circuit_of(row), settings_of(row)
+            settings = settings_of(row)
+            before = _locked_circuit(conn, row, settings)
             outcome = machine.expire(before, settings, now)
             _save(conn, row, before, outcome, actor, journal)
             circuit = outcome.circuit
@@ -968,8 +972,32 @@ def _folded(conn: Connection, row: Row[Any]) -> Tally:
 
 
 def fold(conn: Connection, row: Row[Any]) -> None:
-    """Fold the tail of a row locked exclusively into its tallies."""
-    conn.execute(SAVE_ROW, {"row_id": row.id, **_folded(conn, row).columns()})
+    """Fold the tail of a row locked exclusively into its tallies (and its rate window)."""
+    values = {"row_id": row.id, **_folded(conn, row).columns()}
+    settings = settings_of(row)
+    if settings.rate_policy:
+        window = _locked_circuit(conn, row, settings).window
+        values["window_counts"] = None if window is None else window.as_json()
+    conn.execute(SAVE_ROW, values)
+
+
+TAIL_REPORTS = (
+    select(events.c.occurred_at, events.c.duration)
+    .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
+    .order_by(events.c.id)
+)
+"""The reports of the connection ``row_id`` after ``through``, oldest first."""
+
+
+def _locked_circuit(conn: Connection, row: Row[Any], settings: Settings) -> Circuit:
+    """The circuit of a row locked exclusively, with a rate policy on its tail of successes
+    counted in the window (:func:`~brama_sql.circuit.fold_tail`): what every write under the
+    exclusive lock starts from, since it moves ``tallied_through`` past the tail."""
+    circuit = circuit_of(row)
+    if not settings.rate_policy:
+        return circuit
+    tail = conn.execute(TAIL_REPORTS, {"row_id": row.id, "through": row.tallied_through}).all()
+    return machine.fold_tail(circuit, settings, [(at, duration) for at, duration in tail])
 
 
 def _drop_permits(
@@ -1014,7 +1042,7 @@ def _remove(
     journal: Journal,
 ) -> None:
     """Persist a due expiry, delete the row and its permits, log ``kind``."""
-    before = circuit_of(row)
+    before = _locked_circuit(conn, row, settings_of(row))
     outcome = machine.expire(before, settings_of(row), now)
     _save(conn, row, before, outcome, actor, journal)
     _drop_permits(conn, row.id)

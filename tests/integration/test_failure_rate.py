@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -153,3 +154,33 @@ def test_rate_options_on_every_entry_point_and_bad_ones_refused(
         brama.success("svc", duration=-1)
     assert [s.identifier for s in brama.connections()] == ["declared", "svc"]
     assert [e.kind.value for e in brama.events("svc")] == ["registered", "configured"]
+
+
+def test_healthy_successes_skip_the_row_write_and_are_folded_in_by_the_next_write(
+    brama: Brama, clock: FrozenDateTimeFactory, connection_row: Any
+) -> None:
+    brama.register("svc", failure_threshold=100, failure_rate_threshold=0.5, minimum_calls=4)
+    for _ in range(3):
+        brama.success("svc")
+    row = connection_row(brama, "svc", None)
+    assert row["window_counts"] == [[bucket_of(T0), 1, 0, 0]], "2 successes only appended"
+    verify(brama.engine, "svc")  # the replay counts the appended ones too
+    brama.failure("svc")
+    brama.failure("svc")
+    row = connection_row(brama, "svc", None)
+    assert row["window_counts"] == [[bucket_of(T0), 5, 2, 0]]
+    assert brama.status("svc").state is State.CLOSED, "2 of 5"
+    brama.success("svc")  # zeroes the consecutive count: the row is written
+    assert connection_row(brama, "svc", None)["window_counts"] == [[bucket_of(T0), 6, 2, 0]]
+    brama.success("svc")  # 2 of 7 and more can never reach 50 %: only appended
+    assert connection_row(brama, "svc", None)["window_counts"] == [[bucket_of(T0), 6, 2, 0]]
+    brama.failure("svc")
+    brama.failure("svc")
+    assert brama.status("svc").state is State.CLOSED, "4 of 9"
+    brama.failure("svc")
+    assert brama.status("svc").state is State.OPEN, "5 of 10 reached 50 %"
+    verify(brama.engine, "svc")
+
+
+def bucket_of(at: datetime) -> int:
+    return int(at.timestamp() * 10) // 60
