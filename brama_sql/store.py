@@ -291,7 +291,7 @@ class Store:
             found = changes(_options(row), dict(wanted))
             if found:
                 settings = settings_of(row)
-                before = _locked_circuit(conn, row, settings)
+                before, tail = _locked_circuit(conn, row, settings)
                 new_settings = settings.updated(found["new"])
                 outcome = machine.expire(before, settings, now).then(
                     lambda circuit: machine.configure(circuit, new_settings, now, found)
@@ -306,7 +306,7 @@ class Store:
                     _drop_permits(conn, row.id)  # no longer limited: nothing settles them
                 elif new_settings.permit_lifetime < settings.permit_lifetime:
                     _shorten_permits(conn, row.id, new_settings.permit_lifetime)
-                _save(conn, row, before, outcome, actor, journal)
+                _save(conn, row, before, outcome, actor, journal, tail)
                 journal.gone.append(identity)
             fresh = _by_id(conn, row.id)
             return status_of(fresh, now)
@@ -353,7 +353,7 @@ class Store:
             row = self._lock(conn, identity, actor, journal)
             now = self.now(conn)
             settings = settings_of(row)
-            before = _locked_circuit(conn, row, settings)
+            before, tail = _locked_circuit(conn, row, settings)
             expired = machine.expire(before, settings, now)
             permit = None
             if report:
@@ -361,7 +361,7 @@ class Store:
             outcome = expired.then(lambda circuit: step(circuit, settings, now, permit is not None))
             if permit is not None:
                 conn.execute(delete(permits).where(permits.c.id == permit))
-            _save(conn, row, before, outcome, actor, journal)
+            _save(conn, row, before, outcome, actor, journal, tail)
             return outcome
 
         return self._write(operation, body, Receipt(), retry_if=_duplicate_identity)
@@ -441,11 +441,11 @@ class Store:
             for item in buffered:
                 row = self._lock(conn, identity, item.actor, journal)
                 settings = settings_of(row)
-                before = _locked_circuit(conn, row, settings)
+                before, tail = _locked_circuit(conn, row, settings)
                 outcome = machine.expire(before, settings, item.at).then(
                     functools.partial(_late_success, settings=settings, item=item)
                 )
-                _save(conn, row, before, outcome, item.actor, journal)
+                _save(conn, row, before, outcome, item.actor, journal, tail)
 
         try:
             self._write("success", healthy, Receipt())
@@ -468,9 +468,9 @@ class Store:
                 return Admission.REFUSED
             now = self.now(conn)
             settings = settings_of(row)
-            before = _locked_circuit(conn, row, settings)
+            before, tail = _locked_circuit(conn, row, settings)
             outcome = machine.expire(before, settings, now)
-            _save(conn, row, before, outcome, actor, journal)
+            _save(conn, row, before, outcome, actor, journal, tail)
             circuit = outcome.circuit
             if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
                 return _admitted(circuit.state)
@@ -903,6 +903,7 @@ def _save(
     outcome: Outcome,
     actor: str,
     journal: Journal,
+    tail: Tail | None = None,
 ) -> None:
     """Write the row (circuit and tallies) if anything happened, drop permits once it leaves
     half-open, log."""
@@ -916,7 +917,7 @@ def _save(
         _drop_permits(conn, row.id)
     if after == before and not outcome.occurrences:
         return
-    tally = _folded(conn, row).adding_all(_kinds(outcome.occurrences))
+    tally = _folded(conn, row, tail).adding_all(_kinds(outcome.occurrences))
     _append(conn, row.id, identity_of(row), outcome.occurrences, actor, journal)
     conn.execute(
         SAVE_ROW,
@@ -963,20 +964,23 @@ NEWEST_EVENT_OF_ROW = (
 """The id of each row's newest event (one dive into ``(connection_id, id)`` per row)."""
 
 
-def _folded(conn: Connection, row: Row[Any]) -> Tally:
+def _folded(conn: Connection, row: Row[Any], tail: Tail | None = None) -> Tally:
     """The row's tallies with its tail folded in: the healthy successes appended under the
-    shared lock since ``tallied_through``. Only under the exclusive row lock (no tail event
-    can be added meanwhile)."""
-    count, latest = conn.execute(TAIL, {"row_id": row.id, "through": row.tallied_through}).one()
-    return Tally.of_row(row).with_tail(int(count), latest)
+    shared lock since ``tallied_through`` (read here unless ``tail`` was read already). Only
+    under the exclusive row lock (no tail event can be added meanwhile)."""
+    if tail is None:
+        count, latest = conn.execute(TAIL, {"row_id": row.id, "through": row.tallied_through}).one()
+        tail = (int(count), latest)
+    return Tally.of_row(row).with_tail(*tail)
 
 
 def fold(conn: Connection, row: Row[Any]) -> None:
     """Fold the tail of a row locked exclusively into its tallies (and its rate window)."""
-    values = {"row_id": row.id, **_folded(conn, row).columns()}
     settings = settings_of(row)
+    circuit, tail = _locked_circuit(conn, row, settings)
+    values = {"row_id": row.id, **_folded(conn, row, tail).columns()}
     if settings.rate_policy:
-        window = _locked_circuit(conn, row, settings).window
+        window = circuit.window
         values["window_counts"] = None if window is None else window.as_json()
     conn.execute(SAVE_ROW, values)
 
@@ -989,15 +993,19 @@ TAIL_REPORTS = (
 """The reports of the connection ``row_id`` after ``through``, oldest first."""
 
 
-def _locked_circuit(conn: Connection, row: Row[Any], settings: Settings) -> Circuit:
+def _locked_circuit(
+    conn: Connection, row: Row[Any], settings: Settings
+) -> tuple[Circuit, Tail | None]:
     """The circuit of a row locked exclusively, with a rate policy on its tail of successes
     counted in the window (:func:`~brama_sql.circuit.fold_tail`): what every write under the
-    exclusive lock starts from, since it moves ``tallied_through`` past the tail."""
+    exclusive lock starts from, since it moves ``tallied_through`` past the tail. Also the
+    tail's count and latest time when it was read (for :func:`_folded`), else ``None``."""
     circuit = circuit_of(row)
     if not settings.rate_policy:
-        return circuit
+        return circuit, None
     tail = conn.execute(TAIL_REPORTS, {"row_id": row.id, "through": row.tallied_through}).all()
-    return machine.fold_tail(circuit, settings, [(at, duration) for at, duration in tail])
+    folded = machine.fold_tail(circuit, settings, [(at, duration) for at, duration in tail])
+    return folded, (len(tail), max((at for at, _ in tail), default=None))
 
 
 def _drop_permits(
@@ -1042,9 +1050,9 @@ def _remove(
     journal: Journal,
 ) -> None:
     """Persist a due expiry, delete the row and its permits, log ``kind``."""
-    before = _locked_circuit(conn, row, settings_of(row))
+    before, tail = _locked_circuit(conn, row, settings_of(row))
     outcome = machine.expire(before, settings_of(row), now)
-    _save(conn, row, before, outcome, actor, journal)
+    _save(conn, row, before, outcome, actor, journal, tail)
     _drop_permits(conn, row.id)
     conn.execute(delete(connections).where(connections.c.id == row.id))
     farewell = Occurrence(kind, now, outcome.circuit.failure_count)

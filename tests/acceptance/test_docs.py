@@ -91,7 +91,14 @@ def runnable_examples(page: Path) -> list[Runnable]:
     ]
 
 
-FEATURE_PAGES = [DOCS / "protecting-calls.md", DOCS / "listeners.md", DOCS / "fast-modes.md"]
+FEATURE_PAGES = [
+    DOCS / "protecting-calls.md",
+    DOCS / "listeners.md",
+    DOCS / "fast-modes.md",
+    DOCS / "forced-states.md",
+    DOCS / "backoff.md",
+    DOCS / "failure-rate.md",
+]
 """Pages of features whose runnable examples run too."""
 
 
