@@ -491,8 +491,14 @@ def configure(
       has already elapsed, it becomes half-open now (dated ``now``, not at the elapsed instant,
       so that the log never goes back in time).
 
+    - the rate window is emptied when ``window`` or ``slow_call_duration`` changed (its counts
+      were made by other rules) or no rate policy is left.
+
     Call :func:`expire` with the old settings first.
     """
+    renewed = set(changes.get("new", {})) & {"window", "slow_call_duration"}
+    if circuit.window is not None and (renewed or not settings.rate_policy):
+        circuit = replace(circuit, window=None)
     count = circuit.failure_count
     event = Occurrence(Kind.CONFIGURED, now, count, details=changes)
     if circuit.state is State.CLOSED and count >= settings.failure_threshold:

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
+from sqlalchemy import select
 
 from brama_sql import ArgumentTypeError, Brama, InvalidArgumentError, Kind, State
 from brama_sql.replay import verify
+from brama_sql.schema import connections
 
 T0 = datetime(2031, 5, 6, 7, 8, 10, tzinfo=timezone.utc)
 """On a whole 10 seconds: the start of a bucket of a 10-second window."""
@@ -184,3 +186,22 @@ def test_healthy_successes_skip_the_row_write_and_are_folded_in_by_the_next_writ
 
 def bucket_of(at: datetime) -> int:
     return int(at.timestamp() * 10) // 60
+
+
+def test_configure_empties_the_window_when_its_rules_change(
+    brama: Brama, clock: FrozenDateTimeFactory
+) -> None:
+    brama.register("svc", failure_threshold=100, failure_rate_threshold=0.9, window=10)
+    brama.failure("svc")
+    brama.failure("svc")
+    assert brama.configure("svc", minimum_calls=5).window_calls == 2, "kept"
+    assert brama.configure("svc", window=20).window_calls == 0, "other buckets"
+    brama.failure("svc")
+    assert brama.configure("svc", failure_rate_threshold=None).window_calls == 0
+    assert connection_window(brama) is None
+    verify(brama.engine, "svc")
+
+
+def connection_window(brama: Brama) -> Any:
+    with brama.engine.connect() as conn:
+        return conn.execute(select(connections.c.window_counts)).scalar_one()
