@@ -17,6 +17,7 @@ from brama_sql.errors import (
 from brama_sql.guard import Guard
 from brama_sql.listeners import Listener
 from brama_sql.permit import Permit
+from brama_sql.policies import Policies
 from brama_sql.records import ConnectionStatus, Event, Transition
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Listener",
     "NotRegisteredError",
     "Permit",
+    "Policies",
     "ReportOutcomeUnknownError",
     "SchemaError",
     "State",
