@@ -4,6 +4,8 @@ and the decorator, replay, and bad options; on every dialect."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -205,3 +207,58 @@ def test_configure_empties_the_window_when_its_rules_change(
 def connection_window(brama: Brama) -> Any:
     with brama.engine.connect() as conn:
         return conn.execute(select(connections.c.window_counts)).scalar_one()
+
+
+def test_threads_reporting_at_once_keep_the_window_exact(
+    make_brama: Callable[..., Brama],
+) -> None:
+    brama = make_brama()
+    brama.register(
+        "svc", failure_threshold=1000, failure_rate_threshold=0.6, minimum_calls=20, window=600
+    )
+    brama.success("svc")
+
+    def report(worker: int) -> None:
+        for number in range(40):
+            if (worker + number) % 4 == 0:
+                brama.failure("svc", reason="boom")
+            else:
+                brama.success("svc", duration=0.01)
+
+    threads = [threading.Thread(target=report, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    status = brama.status("svc")
+    assert (status.total_successes, status.total_failures) == (121, 40)
+    assert status.state is State.CLOSED, "40 of 161 is under 60 %"
+    brama.failure("svc")  # an exclusive write folds every appended success in
+    status = brama.status("svc")
+    assert (status.window_calls, status.window_failures) == (162, 41)
+    verify(brama.engine, "svc")
+
+
+def test_batched_successes_and_the_decorator_with_register_take_the_policy(
+    make_brama: Callable[..., Brama], clock: FrozenDateTimeFactory
+) -> None:
+    brama = make_brama(batch_reports=5)
+
+    @brama.protect("svc", register=True, failure_rate_threshold=0.5, minimum_calls=4)
+    def call(fail: bool) -> None:
+        if fail:
+            raise RuntimeError("down")
+
+    call(False)
+    for fail in (False, False, True):
+        with contextlib.suppress(RuntimeError):
+            call(fail)
+    brama.flush()
+    status = brama.status("svc")
+    assert status.failure_rate_threshold == 0.5
+    assert (status.total_successes, status.total_failures, status.state) == (3, 1, State.CLOSED)
+    for expected in (State.CLOSED, State.OPEN):  # 2 of 5 failed, then 3 of 6
+        with contextlib.suppress(RuntimeError):
+            call(True)
+        assert brama.status("svc").state is expected
+    verify(brama.engine, "svc")
