@@ -262,3 +262,25 @@ def test_batched_successes_and_the_decorator_with_register_take_the_policy(
             call(True)
         assert brama.status("svc").state is expected
     verify(brama.engine, "svc")
+
+
+def test_pruning_keeps_the_window_explained(brama: Brama, clock: FrozenDateTimeFactory) -> None:
+    brama.register(
+        "svc",
+        failure_threshold=1000,
+        failure_rate_threshold=0.5,
+        minimum_calls=50,
+        expiry_strategy="exponential",
+    )
+    for number in range(6):
+        brama.failure("svc") if number % 3 == 0 else brama.success("svc")
+    clock.tick(timedelta(hours=2))
+    for number in range(6):
+        brama.failure("svc") if number % 3 == 0 else brama.success("svc")
+        clock.tick(timedelta(seconds=1))
+    assert brama.prune(3600) > 0
+    status = brama.status("svc")
+    assert (status.total_successes, status.total_failures) == (8, 4)
+    verify(brama.engine, "svc")
+    brama.success("svc")
+    verify(brama.engine, "svc")
