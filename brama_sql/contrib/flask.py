@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import click
 from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from flask.typing import ResponseReturnValue
 from sqlalchemy.engine import URL, Engine
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
@@ -342,9 +342,10 @@ def _command_group() -> click.Group:
     """``flask brama``: every ``brama-sql`` command but the demo, on the app's database."""
 
     @click.group("brama", cls=_FlaskGroup)
-    @click.pass_context
-    def group(ctx: click.Context) -> None:
+    @with_appcontext
+    def group() -> None:
         """brama_sql's circuits on this app's database (the brama-sql commands)."""
+        ctx = click.get_current_context()
         extension_state = current_app.extensions.get(EXTENSION_KEY)
         if not isinstance(extension_state, BramaSQLState):
             raise click.ClickException("brama_sql is not set up on this app")
