@@ -258,7 +258,7 @@ def _row(status: ConnectionStatus, window: _Window, show_metadata: bool) -> str:
             f"{_e(str(key))}={_e(str(value))}" for key, value in sorted(status.metadata.items())
         )
     elif status.metadata:
-        metadata = f'<span class="hidden">hidden ({len(status.metadata)} keys)</span>'
+        metadata = f'<span class="hidden">hidden ({_plural(len(status.metadata), "key")})</span>'
     else:
         metadata = ""
     return (
@@ -273,17 +273,24 @@ def _row(status: ConnectionStatus, window: _Window, show_metadata: bool) -> str:
         f'<td class="num">{rate}</td>'
         f'<td class="num">{_e(_duration(status.time_since_state_change))}</td>'
         f'<td class="timeline-cell">{_svg(segments, window, label)}'
-        f'<div class="trips">{_trips(status, window)} trips in 24 h</div></td>'
+        f'<div class="trips">{_plural(_trips(status, window), "trip")} in 24 h</div></td>'
         f'<td class="metadata">{metadata}</td>'
         "</tr>"
     )
 
 
 def _legend() -> str:
-    return " ".join(
-        f'<span class="swatch" style="background:{colour}"></span>{_state_label(state)}'
-        for state, colour in STATE_COLOURS.items()
+    return (
+        " ".join(
+            f'<span class="swatch" style="background:{colour}"></span>{_state_label(state)}'
+            for state, colour in STATE_COLOURS.items()
+        )
+        + ' <span class="swatch" style="background:#eeeeee"></span>not registered'
     )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _state_label(state: State) -> str:
