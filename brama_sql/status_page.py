@@ -332,7 +332,7 @@ th, td {{ padding: .3rem .5rem; border-bottom: 1px solid #e0e0e0; text-align: le
 th {{ background: #fafafa; }}
 td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .badge {{ display: inline-block; padding: .1rem .5rem; border-radius: .8rem; color: #fff;
-  font-size: .8rem; }}
+  font-size: .8rem; white-space: nowrap; }}
 .state-closed {{ background: #2e7d32; }}
 .state-open {{ background: #c62828; }}
 .state-half_open {{ background: #f9a825; color: #212121; }}
