@@ -220,6 +220,9 @@ def test_flask_sqlalchemys_engine_is_shared(make_app: Callable[..., Flask], db_u
         ext.brama.success("svc")
         assert ext.brama.status("svc").total_successes == 1
         verify(db.engine, "svc", None)
+    listed = app.test_cli_runner().invoke(args=["brama", "status", "--json"])
+    assert [item["total_successes"] for item in json.loads(listed.output)] == [1], listed.output
+    with app.app_context():
         db.engine.dispose()
 
 
