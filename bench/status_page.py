@@ -7,7 +7,8 @@ fleet with 1,000 events: ``status_page_html()`` and ``status_page_data()``, medi
 The fleet: 1,000 connections (rows copied from one registered through the API), 100 of them
 opened by hand 2 h ago and closed 1 h ago through the API (so they have transitions in the
 window), and ``--events`` healthy successes inserted in bulk by SQL, the same number per
-connection, with the rows' tallies set as brama_sql's own writes keep them. ``spread`` places
+connection, with the rows' tallies set as brama_sql's own writes keep them and the tables'
+statistics updated (``ANALYZE``) as a live database's are. ``spread`` places
 the events over the 30 days before the window (the log of a fleet that prunes monthly);
 ``window`` places all of them inside the last 24 hours (the worst case for the page's read).
 """
@@ -80,6 +81,14 @@ def _seed(url: URL, events: int, placement: str) -> None:
         )
         newest = conn.execute(select(func.max(log.c.id))).scalar_one()
         conn.execute(connections.update().values(successes=per_connection, tallied_through=newest))
+    analyze = {
+        "postgresql": "ANALYZE",
+        "mysql": "ANALYZE TABLE brama_events, brama_connections",
+        "sqlite": "ANALYZE",
+    }[dialect]
+    with engine.connect() as conn:  # a live database's statistics know the log's size
+        conn.execute(text(analyze))
+        conn.commit()
     engine.dispose()
     moment[0] = NOW - timedelta(hours=2)
     for name in names[:: CONNECTIONS // CHANGED]:

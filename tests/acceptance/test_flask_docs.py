@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from brama_sql import Brama, Kind, State
+
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "flask.md"
 BLOCK = re.compile(
     r"<!-- (?P<what>file: [\w.]+|shell|check) -->\s*\n```\w+\n(?P<body>.*?)\n```", re.S
@@ -38,16 +40,11 @@ def test_the_flask_page_runs_from_an_empty_project(tmp_path: Path) -> None:
                 [sys.executable, "-c", body], cwd=tmp_path, env=env, capture_output=True, text=True
             )
             assert done.returncode == 0, done.stderr
-    assert (tmp_path / "instance" / "brama.db").exists()
-    events = subprocess.run(
-        ["flask", "--app", "shop", "brama", "events", "inventory-api"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "closed -> open" in events
+    database = tmp_path / "instance" / "brama.db"
+    brama = Brama(f"sqlite:///{database}")
+    moves = [(e.from_state, e.to_state) for e in brama.events() if e.kind is Kind.TRANSITION]
+    brama.dispose()
+    assert moves == [(State.UNKNOWN, State.CLOSED), (State.CLOSED, State.OPEN)]
 
 
 @pytest.mark.parametrize("page", ["flask.md", "status-page.md"])
