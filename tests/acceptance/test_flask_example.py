@@ -1,7 +1,8 @@
 """``examples/flask_app`` for real: gunicorn with 4 workers, with and without ``--preload``, on
-every dialect, in front of a fake inventory service that fails and then heals. Exactly one
-trip; once the trip has committed every worker refuses (503 with ``Retry-After``) without
-calling the inventory; no 5xx but the intended 503s; after the expiry a probe closes it.
+SQLite and PostgreSQL (gunicorn's forks on MariaDB are tests/integration/test_fork.py's), in
+front of a fake inventory service that fails and then heals. Exactly one trip; once the trip
+has committed every worker refuses (503 with ``Retry-After``) without calling the inventory;
+no 5xx but the intended 503s; after the expiry a probe closes it.
 
 The workers are separate processes, so the expiry (1 s) passes on the wall clock: the test polls
 for the recovery in short steps, bounded by a deadline.
@@ -69,6 +70,7 @@ def inventory() -> Iterator[FakeInventory]:
     server.server_close()
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"], indirect=True)
 @pytest.mark.parametrize("preload", [False, True], ids=["fork-then-import", "preload"])
 def test_the_example_trips_once_refuses_everywhere_and_recovers(
     db_url: URL, inventory: FakeInventory, preload: bool, tmp_path: Path
@@ -141,7 +143,7 @@ def test_the_example_trips_once_refuses_everywhere_and_recovers(
         assert all(answer.status == 200 for answer in burst())
     finally:
         pool.shutdown()
-        server.send_signal(signal.SIGTERM)
+        server.send_signal(signal.SIGINT)  # quick shutdown
         try:
             server.wait(15)
         except subprocess.TimeoutExpired:
