@@ -295,3 +295,19 @@ def test_the_status_blueprint_refuses_unless_authorized(
     assert client.get("/full/status.json").get_json()["connections"][0]["metadata"] == {
         "token": "s3cret-value"
     }
+
+
+def test_a_refusal_with_no_known_wait_says_retry_after_one_second(
+    make_app: Callable[..., Flask], brama: Brama, clock: FrozenDateTimeFactory
+) -> None:
+    app, _ = protected_app(make_app)
+    brama.register("inventory-api", expiry=30, half_open_max_calls=1)
+    brama.open("inventory-api")
+    clock.tick(timedelta(seconds=31))
+    permit = brama.acquire("inventory-api")  # the only probe permit, held elsewhere
+    assert permit is not None
+    refused = app.test_client().get("/stock")
+    assert (refused.status_code, refused.headers["Retry-After"]) == (503, "1")
+    permit.success()
+    assert app.test_client().get("/stock").status_code == 200
+    verify(brama.engine, "inventory-api", None)
