@@ -11,7 +11,7 @@ import enum
 import functools
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, overload
@@ -760,9 +760,52 @@ class Store:
         # The records are made after the transaction: a long one would sit idle meanwhile.
         return [event_record(row) for row in self.run("events", body, write=False)]
 
+    def stream_events(
+        self,
+        condition: ColumnElement[bool],
+        *,
+        newest: int | None,
+        limit: int | None,
+        page_size: int,
+    ) -> Iterator[Event]:
+        """Logged events matching ``condition``, oldest first, read in pages of ``page_size``
+        by id (keyset: each page is one short transaction starting after the last id seen), so
+        at most one page is held whatever the log's length. ``newest``: only the newest that
+        many; ``limit``: at most that many (the first ones)."""
+        after = 0
+        if newest is not None:
+            if newest == 0:
+                return
+
+            def first_of_newest(conn: Connection) -> int | None:
+                query = select(events.c.id).where(condition).order_by(events.c.id.desc())
+                return conn.execute(query.limit(1).offset(newest - 1)).scalar_one_or_none()
+
+            first = self.run("events", first_of_newest, write=False)
+            after = 0 if first is None else first - 1
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = page_size if remaining is None else min(page_size, remaining)
+
+            def page(conn: Connection, after: int = after, size: int = size) -> Sequence[Row[Any]]:
+                query = select(events).where(condition, events.c.id > after)
+                return conn.execute(query.order_by(events.c.id).limit(size)).all()
+
+            rows = self.run("events", page, write=False)
+            for row in rows:
+                yield event_record(row)
+            if len(rows) < size:
+                return
+            after = rows[-1].id
+            if remaining is not None:
+                remaining -= len(rows)
+
 
 # -- row helpers ----------------------------------------------------------------------------
 
+
+PAGE_SIZE = 500
+"""Events per page of :meth:`Store.stream_events`: the most it holds at once."""
 
 FOLD_GAP = 1000
 """A healthy success whose event id is this far past its row's ``tallied_through`` folds the
