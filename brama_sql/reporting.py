@@ -90,21 +90,29 @@ def read_window(
             transitions[row.connection_id].append(
                 (row.occurred_at, State(row.from_state), State(row.to_state))
             )
-    last: dict[int, Any] = {}
-    for row in conn.execute(
-        select(events.c.connection_id, events.c.id, events.c.from_state, events.c.to_state)
-        .add_columns(events.c.cause)
-        .join(
-            connections,
-            and_(
-                events.c.connection_id == connections.c.id,
-                events.c.occurred_at == connections.c.last_transition_at,
-            ),
+    logged_at = events.alias("logged_at")
+    newest = (
+        select(func.max(logged_at.c.id))
+        .where(
+            logged_at.c.connection_id == connections.c.id,
+            logged_at.c.occurred_at == connections.c.last_transition_at,
+            logged_at.c.kind == Kind.TRANSITION.value,
         )
-        .where(condition, events.c.kind == Kind.TRANSITION.value)
-        .order_by(events.c.id)
-    ):
-        last[row.connection_id] = row  # the newest of those at that instant wins
+        .scalar_subquery()
+    )
+    last: dict[int, Any] = {
+        row.connection_id: row
+        for row in conn.execute(
+            select(
+                connections.c.id.label("connection_id"),
+                events.c.from_state,
+                events.c.to_state,
+                events.c.cause,
+            )
+            .select_from(connections.join(events, events.c.id == newest))
+            .where(condition)
+        )
+    }
     pruned = {
         connection_id
         for (connection_id,) in conn.execute(
