@@ -518,6 +518,7 @@ class Brama:
             newest=validation.limit(newest),
             limit=validation.limit(limit),
             page_size=validation.threshold(page_size, "page_size"),
+            every_scope_of=identifier is not None and scope is EVERY_SCOPE,
         )
 
     def _event_condition(

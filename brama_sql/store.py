@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import heapq
+import itertools
 import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -767,11 +769,16 @@ class Store:
         newest: int | None,
         limit: int | None,
         page_size: int,
+        every_scope_of: bool = False,
     ) -> Iterator[Event]:
         """Logged events matching ``condition``, oldest first, read in pages of ``page_size``
         by id (keyset: each page is one short transaction starting after the last id seen), so
         at most one page is held whatever the log's length. ``newest``: only the newest that
-        many; ``limit``: at most that many (the first ones)."""
+        many; ``limit``: at most that many (the first ones).
+
+        ``every_scope_of``: ``condition`` names an identifier but no scope. Its events are then
+        read as one keyset stream per scope, each a range of ``(identifier, scope, id)``, merged
+        by id: a page of the identifier across scopes would have to sort all its events."""
         after = 0
         if newest is not None:
             if newest == 0:
@@ -783,22 +790,38 @@ class Store:
 
             first = self.run("events", first_of_newest, write=False)
             after = 0 if first is None else first - 1
-        remaining = limit
-        while remaining is None or remaining > 0:
-            size = page_size if remaining is None else min(page_size, remaining)
+        if every_scope_of:
 
-            def page(conn: Connection, after: int = after, size: int = size) -> Sequence[Row[Any]]:
+            def scopes(conn: Connection) -> list[str]:
+                found = conn.execute(select(events.c.scope).where(condition).distinct())
+                return [scope for (scope,) in found]
+
+            streams = [
+                self._pages(condition & (events.c.scope == scope), after, page_size)
+                for scope in self.run("events", scopes, write=False)
+            ]
+            rows: Iterator[Row[Any]] = heapq.merge(*streams, key=lambda row: int(row.id))
+        else:
+            rows = self._pages(condition, after, page_size)
+        for row in itertools.islice(rows, limit):
+            yield event_record(row)
+
+    def _pages(
+        self, condition: ColumnElement[bool], after: int, page_size: int
+    ) -> Iterator[Row[Any]]:
+        """The log's rows matching ``condition`` with ids above ``after``, in id order, a page
+        of ``page_size`` per transaction."""
+        while True:
+
+            def page(conn: Connection, after: int = after) -> Sequence[Row[Any]]:
                 query = select(events).where(condition, events.c.id > after)
-                return conn.execute(query.order_by(events.c.id).limit(size)).all()
+                return conn.execute(query.order_by(events.c.id).limit(page_size)).all()
 
             rows = self.run("events", page, write=False)
-            for row in rows:
-                yield event_record(row)
-            if len(rows) < size:
+            yield from rows
+            if len(rows) < page_size:
                 return
             after = rows[-1].id
-            if remaining is not None:
-                remaining -= len(rows)
 
 
 # -- row helpers ----------------------------------------------------------------------------
