@@ -91,7 +91,12 @@ def runnable_examples(page: Path) -> list[Runnable]:
     ]
 
 
-FEATURE_PAGES = [DOCS / "protecting-calls.md", DOCS / "listeners.md", DOCS / "fast-modes.md"]
+FEATURE_PAGES = [
+    DOCS / "protecting-calls.md",
+    DOCS / "listeners.md",
+    DOCS / "fast-modes.md",
+    DOCS / "operating.md",
+]
 """Pages of features whose runnable examples run too."""
 
 
@@ -523,3 +528,31 @@ def test_links_between_pages_resolve() -> None:
             elif fragment and fragment not in anchors(linked):
                 broken.append(f"{page.relative_to(DOCS)} -> {target}#{fragment}")
     assert broken == []
+
+
+# -- the alerting rules of the operating page -------------------------------------------------
+
+OPERATING = DOCS / "operating.md"
+RULES_BLOCK = re.compile(r"<!-- prometheus-rules -->\s*\n```yaml\n(?P<rules>.*?)\n```", re.S)
+
+
+def test_the_alerting_rules_name_metrics_the_collector_exposes(tmp_path: Path) -> None:
+    from brama_sql.contrib.prometheus import metrics_exposition
+
+    rules = RULES_BLOCK.search(OPERATING.read_text(encoding="utf-8"))
+    assert rules is not None
+    expressions = re.findall(r"^\s*expr: (.+)$", rules["rules"], flags=re.M)
+    assert len(expressions) == 3
+    named = set(re.findall(r"\bbrama_sql_\w+", " ".join(expressions)))
+    brama = Brama(f"sqlite:///{tmp_path / 'rules.db'}", failure_threshold=1)
+    try:
+        brama.migrate()
+        brama.register("svc")
+        brama.failure("svc")
+        body, _ = metrics_exposition(brama)
+    finally:
+        brama.dispose()
+    exposed = set(re.findall(r"^(brama_sql_\w+)[{ ]", body.decode(), flags=re.M))
+    assert named and named <= exposed, named - exposed
+    for label in re.findall(r"by \(([^)]*)\)", " ".join(expressions)):
+        assert {name.strip() for name in label.split(",")} == {"identifier", "scope"}
