@@ -19,6 +19,7 @@ from sqlalchemy import event
 
 from brama_sql import Brama
 from brama_sql.contrib.prometheus import BramaCollector, metrics_exposition
+from brama_sql.replay import verify
 
 START = datetime(2031, 6, 1, 8, 0, tzinfo=timezone.utc)
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -123,6 +124,9 @@ def test_metrics_follow_the_circuits(make_brama: Callable[..., Brama]) -> None:
         == 1
     )
     assert value(later, "brama_sql_trips_total", identifier="db", scope="") == 1
+
+    for identifier, scope in (("api", "shop"), ("db", None)):
+        verify(brama.engine, identifier, scope)
 
     only_shop = scrape(brama, scope="shop")
     assert {dict(labels).get("scope") for _, labels in only_shop if labels} == {"shop"}

@@ -204,6 +204,12 @@ def test_python_cli_and_sql_agree_and_count_open_episodes(
     for item in found.values():
         verify(brama.engine, item.identifier, item.scope)
 
+    # idle's pending expiry (09:00): a window from 08:55 holds five minutes of its episode; one
+    # from 09:05 starts half-open (the row still says open), so none.
+    assert by_name(assert_all_agree(db_url, brama, at(175), at(190)))["idle"].time_open == 300.0
+    late = by_name(assert_all_agree(db_url, brama, at(185), at(190)))["idle"]
+    assert (late.time_open, late.trips, late.reports) == (0.0, 0, 0)
+
     # An episode that began before the window counts from the window's start.
     early = by_name(assert_all_agree(db_url, brama, at(20), at(190)))
     assert early["api"].time_open == 20 * 60.0 + 30 * 60.0  # 06:20-06:40, 07:30-08:00
