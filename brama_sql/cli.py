@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -171,6 +172,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo("FAILURES: consecutive failures / threshold; SUCCESSES, FAILED: totals.")
 
 
+_FRACTION = re.compile(r"(T?\d{2}:\d{2}:\d{2})\.(\d{1,6})")
+
+
+def _iso_for_python_3_10(text: str) -> str:
+    """``text`` in the ISO forms that ``datetime.fromisoformat`` reads on Python 3.10 too: a
+    trailing ``Z`` as ``+00:00`` and a fraction of a second padded to six digits."""
+    if text[-1:] in ("z", "Z"):
+        text = text[:-1] + "+00:00"
+    return _FRACTION.sub(lambda found: f"{found[1]}.{found[2].ljust(6, '0')}", text, count=1)
+
+
 class _Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     """A moment: an ISO 8601 time (UTC unless it names a zone) or a duration before now
     (``90s``, ``30m``, ``1h``, ``7d``, ``2w`` or seconds)."""
@@ -182,7 +194,7 @@ class _Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]
             return value
         text = str(value).strip()
         try:
-            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
+            moment = datetime.fromisoformat(_iso_for_python_3_10(text))
         except ValueError:
             pass
         else:
