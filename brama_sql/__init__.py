@@ -17,7 +17,7 @@ from brama_sql.errors import (
 from brama_sql.guard import Guard
 from brama_sql.listeners import Listener
 from brama_sql.permit import Permit
-from brama_sql.records import ConnectionStatus, Event, Transition
+from brama_sql.records import ConnectionReport, ConnectionStatus, Event, Report, Transition
 from brama_sql.status_page import status_page_data, status_page_html
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Cause",
     "CircuitOpenError",
     "Cleaner",
+    "ConnectionReport",
     "ConnectionStatus",
     "Event",
     "Guard",
@@ -38,6 +39,7 @@ __all__ = [
     "Listener",
     "NotRegisteredError",
     "Permit",
+    "Report",
     "ReportOutcomeUnknownError",
     "SchemaError",
     "State",

@@ -1,1 +1,2 @@
-"""Integrations with web frameworks; each module imports its framework, installed by its extra."""
+"""Integrations of brama_sql with other libraries and frameworks, each behind its optional
+extra (``prometheus``, ``flask``): each module imports its library."""
