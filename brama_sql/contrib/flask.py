@@ -231,8 +231,9 @@ class BramaSQL:
         show_metadata: bool = False,
         name: str = "brama_sql_status",
     ) -> Blueprint:
-        """A Blueprint serving the status page at ``/`` and its JSON twin at
-        ``/status.json``; register it with a ``url_prefix`` of your choice.
+        """A Blueprint serving the status page at ``/``, its JSON twin at ``/status.json``
+        and, when ``prometheus_client`` is installed (extra ``prometheus``), the Prometheus
+        metrics at ``/metrics``; register it with a ``url_prefix`` of your choice.
 
         ``authorize()`` is called in each request's context and must return true to let it
         see the page; otherwise the answer is 403. Without ``authorize`` every request is
@@ -272,7 +273,18 @@ class BramaSQL:
                 jsonify(status_page_data(extension.get_brama(), show_metadata=show_metadata))
             )
 
-        # The Prometheus collector's route (/metrics) belongs here: see docs/flask.md.
+        try:
+            from brama_sql.contrib.prometheus import metrics_exposition
+        except ImportError:  # the prometheus extra is not installed: no /metrics
+            return blueprint
+
+        @blueprint.route("/metrics")
+        def metrics() -> Response:
+            body, content_type = metrics_exposition(extension.get_brama())
+            response = Response(body, content_type=content_type)
+            response.headers["Cache-Control"] = "no-store"
+            return response
+
         return blueprint
 
 

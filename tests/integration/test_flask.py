@@ -311,3 +311,21 @@ def test_a_refusal_with_no_known_wait_says_retry_after_one_second(
     permit.success()
     assert app.test_client().get("/stock").status_code == 200
     verify(brama.engine, "inventory-api", None)
+
+
+def test_the_status_blueprint_serves_prometheus_metrics_to_authorized_scrapers(
+    make_app: Callable[..., Flask], brama: Brama
+) -> None:
+    brama.register("svc", failure_threshold=1)
+    brama.failure("svc")
+    app = make_app()
+    ext = BramaSQL(app)
+    token = {"ok": False}
+    app.register_blueprint(ext.status_blueprint(lambda: token["ok"]), url_prefix="/ops")
+    client = app.test_client()
+    assert client.get("/ops/metrics").status_code == 403
+    token["ok"] = True
+    scraped = client.get("/ops/metrics")
+    assert scraped.status_code == 200
+    assert scraped.content_type.startswith("text/plain")
+    assert 'brama_sql_circuit_state{identifier="svc",scope="",state="open"} 1.0' in scraped.text
