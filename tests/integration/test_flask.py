@@ -245,6 +245,9 @@ def test_flask_brama_commands_run_on_the_apps_database(
         "transition",
     ]
     assert runner.invoke(args=["brama", "verify"]).exit_code == 0
+    reported = runner.invoke(args=["brama", "report", "--since", "1h", "--json"])
+    assert reported.exit_code == 0, reported.output
+    assert "svc" in reported.output
     assert "Removed 0" in runner.invoke(args=["brama", "cleanup"]).output
     assert "Deleted 0" in runner.invoke(args=["brama", "prune", "--older-than", "30d"]).output
     missing = runner.invoke(args=["brama", "events", "svc", "--limit", "-1"])
