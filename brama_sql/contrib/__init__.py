@@ -1,0 +1,1 @@
+"""Integrations of brama_sql with web frameworks and monitoring systems."""

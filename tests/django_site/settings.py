@@ -1,0 +1,74 @@
+"""Django settings of the test site, on the database named by BRAMA_SQL_TEST_DJANGO_URL.
+
+``sqlite`` (the default) is an SQLite file whose test database is in memory; a
+``postgresql://`` or ``mysql://`` URL names a server database (the test runner creates
+``test_<name>`` beside it and drops it after).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+SECRET_KEY = "brama-sql-tests"
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "site_app.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "brama_sql.contrib.django",
+    "site_app",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+
+def _database(url: str) -> dict[str, object]:
+    if url == "sqlite":
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(HERE / "dev.sqlite3")}
+    parts = urlsplit(url)
+    engine = "postgresql" if parts.scheme.startswith("postgresql") else "mysql"
+    settings: dict[str, object] = {
+        "ENGINE": f"django.db.backends.{engine}",
+        "NAME": parts.path.lstrip("/"),
+        "USER": parts.username or "",
+        "PASSWORD": parts.password or "",
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+    }
+    if engine == "mysql":
+        settings["OPTIONS"] = {"charset": "utf8mb4"}
+    return settings
+
+
+DATABASES = {"default": _database(os.environ.get("BRAMA_SQL_TEST_DJANGO_URL", "sqlite"))}
+BRAMA_SQL = {
+    "OPTIONS": {"failure_threshold": 2, "expiry": 30},
+    "CONNECTIONS": {"inventory-api": {"failure_threshold": 3}},
+}
