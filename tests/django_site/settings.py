@@ -50,9 +50,10 @@ TEMPLATES = [
 
 
 def _database(url: str) -> dict[str, object]:
-    if url == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(HERE / "dev.sqlite3")}
-    parts = urlsplit(url)
+    if url == "sqlite" or url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///") if url != "sqlite" else str(HERE / "dev.sqlite3")
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path}
+    parts = urlsplit(url.replace("+psycopg", "").replace("+pymysql", ""))
     engine = "postgresql" if parts.scheme.startswith("postgresql") else "mysql"
     settings: dict[str, object] = {
         "ENGINE": f"django.db.backends.{engine}",
@@ -63,6 +64,9 @@ def _database(url: str) -> dict[str, object]:
         "PORT": str(parts.port or ""),
     }
     if engine == "mysql":
+        import pymysql
+
+        pymysql.install_as_MySQLdb()  # Django's MySQL backend through PyMySQL
         settings["OPTIONS"] = {"charset": "utf8mb4"}
     return settings
 

@@ -108,7 +108,8 @@ def shared_engine(alias: str) -> Engine:
         current.ensure_connection()
         return SharedConnection(current)
 
-    engine = create_engine(URL.create(name), creator=creator, poolclass=NullPool)
+    arguments: dict[str, Any] = {"use_native_hstore": False} if vendor == "postgresql" else {}
+    engine = create_engine(URL.create(name), creator=creator, poolclass=NullPool, **arguments)
     _leave_isolation_to_django(engine)
 
     @event.listens_for(engine, "begin")

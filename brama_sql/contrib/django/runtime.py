@@ -26,7 +26,8 @@ from brama_sql.options import Registration
 from brama_sql.rows import Identity
 
 SETTING = "BRAMA_SQL"
-KEYS = frozenset({"DATABASE", "OPTIONS", "CONNECTIONS", "SHARE_CONNECTION"})
+KEYS = frozenset({"DATABASE", "OPTIONS", "CONNECTIONS", "SHARE_CONNECTION", "STATUS_PAGE"})
+STATUS_PAGE_KEYS = frozenset({"LOGIN_REQUIRED", "SHOW_METADATA"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class Config:
     share_connection: bool | None = None
     """Use Django's own connection (``True``), an engine of brama_sql's own (``False``), or
     Django's under the test runner and for an in-memory SQLite database only (``None``)."""
+    page_login_required: bool = True
+    """Whether the status page and its JSON need a staff login (``STATUS_PAGE``)."""
+    page_show_metadata: bool = False
+    """Whether the status page shows the connections' metadata values (``STATUS_PAGE``)."""
 
 
 def read_config() -> Config:
@@ -74,7 +79,20 @@ def read_config() -> Config:
         )
     if share is not None and not isinstance(share, bool):
         raise ImproperlyConfigured(f"{SETTING}['SHARE_CONNECTION'] must be True, False or None")
-    return Config(alias, dict(options), {k: dict(v) for k, v in declared.items()}, share)
+    page = given.get("STATUS_PAGE") or {}
+    if not isinstance(page, Mapping) or not set(page) <= STATUS_PAGE_KEYS:
+        raise ImproperlyConfigured(
+            f"{SETTING}['STATUS_PAGE'] must be a dict with keys among "
+            f"{', '.join(sorted(STATUS_PAGE_KEYS))}"
+        )
+    return Config(
+        alias,
+        dict(options),
+        {k: dict(v) for k, v in declared.items()},
+        share,
+        page_login_required=bool(page.get("LOGIN_REQUIRED", True)),
+        page_show_metadata=bool(page.get("SHOW_METADATA", False)),
+    )
 
 
 def under_test_runner() -> bool:

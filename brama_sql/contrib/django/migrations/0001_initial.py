@@ -35,7 +35,8 @@ class Migration(migrations.Migration):
     dependencies: list[tuple[str, str]] = []
 
     operations = [
-        migrations.RunPython(create, drop),
+        # Not inside an atomic block of its own on MySQL, whose DDL commits implicitly.
+        migrations.RunPython(create, drop, atomic=False),
         migrations.CreateModel(
             name="Connection",
             fields=[
