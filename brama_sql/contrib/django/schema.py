@@ -48,6 +48,8 @@ def drop(alias: str) -> None:
     """Drop brama_sql's tables and its version table from database ``alias``."""
     with django_connection(alias) as connection:
         migration.downgrade(connection, "base")
+        if connection.in_transaction():
+            connection.commit()  # MySQL: what released the migration lock
         with connection.begin():
             connection.exec_driver_sql(f"DROP TABLE IF EXISTS {migration.VERSION_TABLE}")
     reset_brama()

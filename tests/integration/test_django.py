@@ -1,0 +1,114 @@
+"""The Django app on SQLite, PostgreSQL and MariaDB: ``manage.py migrate`` creates and
+upgrades brama_sql's tables and ``migrate brama_sql zero`` removes them; the system check;
+``manage.py brama``; and the site's own tests under Django's test runner
+(tests/django_site/site_app/tests.py), which must not write into the development database
+nor leave the test database behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import URL
+
+from brama_sql import migration
+
+pytest.importorskip("django")
+
+SITE = Path(__file__).resolve().parents[1] / "django_site"
+BRAMA_TABLES = {"brama_connections", "brama_events", "brama_permits", "brama_rollups"}
+
+
+def manage(url: URL, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``manage.py`` of the test site on the database ``url``."""
+    environment = {
+        **os.environ,
+        "BRAMA_SQL_TEST_DJANGO_URL": url.render_as_string(hide_password=False),
+        "PYTHONPATH": str(SITE),
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", *arguments],
+        cwd=SITE,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def tables(url: URL) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def revision(url: URL) -> str | None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return migration.current(conn)
+    finally:
+        engine.dispose()
+
+
+def test_migrate_upgrade_check_commands_tests_and_zero(dialect: str, blank_url: URL) -> None:
+    manage(blank_url, "migrate", "--noinput")
+    assert BRAMA_TABLES | {migration.VERSION_TABLE, "django_migrations"} <= tables(blank_url)
+    assert revision(blank_url) == migration.head()
+    assert "brama_sql.W" not in manage(blank_url, "check", "--database", "default").stderr
+
+    # A newer release's Alembic revision reaches the project through its next `migrate`.
+    scripts = ScriptDirectory.from_config(migration.config())
+    previous = scripts.get_revision(migration.head()).down_revision
+    assert isinstance(previous, str)
+    engine = create_engine(blank_url)
+    migration.downgrade(engine, previous)
+    engine.dispose()
+    checked = manage(blank_url, "check", "--database", "default")
+    assert "brama_sql.W001" in checked.stderr, checked.stderr
+    manage(blank_url, "migrate", "--noinput")
+    assert revision(blank_url) == migration.head()
+
+    status = manage(blank_url, "brama", "status")
+    assert "No connections registered." in status.stdout
+
+    tests = manage(blank_url, "test", "site_app", "--noinput", check=False)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "OK" in tests.stderr
+    engine = create_engine(blank_url)
+    with engine.connect() as conn:  # nothing written into the development database
+        assert conn.execute(text("SELECT COUNT(*) FROM brama_connections")).scalar() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM brama_events")).scalar() == 0
+    engine.dispose()
+    if dialect != "sqlite":
+        assert f"test_{blank_url.database}" not in _databases(blank_url)
+
+    manage(blank_url, "migrate", "brama_sql", "zero", "--noinput")
+    left = tables(blank_url)
+    assert not (BRAMA_TABLES | {migration.VERSION_TABLE}) & left
+    assert "django_migrations" in left and "auth_user" in left
+
+
+def _databases(url: URL) -> set[str]:
+    engine = create_engine(url)
+    query = (
+        "SELECT datname FROM pg_database"
+        if url.get_backend_name() == "postgresql"
+        else "SHOW DATABASES"
+    )
+    try:
+        with engine.connect() as conn:
+            return {row[0] for row in conn.execute(text(query))}
+    finally:
+        engine.dispose()
