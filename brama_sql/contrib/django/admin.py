@@ -24,7 +24,7 @@ from brama_sql.records import ConnectionStatus
 NO_VALUE = "-"
 
 
-class _ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
+class _ReadOnly(admin.ModelAdmin):
     """Viewable by staff with the view permission; never added, changed or deleted."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
@@ -89,7 +89,8 @@ class ConnectionAdmin(_ReadOnly):
     def events_link(self, obj: Connection) -> str:
         """A link to the circuit's events."""
         url = reverse("admin:brama_sql_event_changelist")
-        return format_html('<a href="{}?connection__id__exact={}">events</a>', url, obj.pk)
+        link: str = format_html('<a href="{}?connection__id__exact={}">events</a>', url, obj.pk)
+        return link
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Who may open, close and reset circuits: staff with the change permission on
@@ -102,7 +103,9 @@ class ConnectionAdmin(_ReadOnly):
         done = 0
         for connection in queryset:
             try:
-                getattr(brama, action)(connection.identifier, scope=connection.api_scope, reason=reason)
+                getattr(brama, action)(
+                    connection.identifier, scope=connection.api_scope, reason=reason
+                )
             except BramaError as error:
                 self.message_user(request, f"{connection}: {error}", messages.ERROR)
             else:

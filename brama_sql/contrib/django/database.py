@@ -42,7 +42,7 @@ def in_memory(wrapper: BaseDatabaseWrapper) -> bool:
     default for SQLite): only Django's own connection can reach it."""
     if wrapper.vendor != "sqlite":
         return False
-    return bool(wrapper.is_in_memory_db())  # type: ignore[attr-defined]
+    return bool(wrapper.is_in_memory_db())
 
 
 def database_url(wrapper: BaseDatabaseWrapper) -> URL:
@@ -59,9 +59,7 @@ def database_url(wrapper: BaseDatabaseWrapper) -> URL:
     if vendor == "sqlite":
         return URL.create("sqlite", database=str(settings["NAME"]))
     given = settings.get("OPTIONS") or {}
-    query = {
-        name: str(given[name]) for name in PASSED_OPTIONS.get(vendor, ()) if name in given
-    }
+    query = {name: str(given[name]) for name in PASSED_OPTIONS.get(vendor, ()) if name in given}
     if vendor == "mysql":
         query.setdefault("charset", "utf8mb4")
     port = settings.get("PORT")

@@ -2,7 +2,10 @@
 
 With django-health-check 4 (checks listed on the view)::
 
-    path("ht/", HealthCheckView.as_view(checks=["brama_sql.contrib.django.health.BramaHealthCheck"]))
+    path(
+        "ht/",
+        HealthCheckView.as_view(checks=["brama_sql.contrib.django.health.BramaHealthCheck"]),
+    )
 
 Importing this module needs the ``django-health-check`` package
 (``pip install brama_sql[django]`` brings Django only; add ``django-health-check``).

@@ -34,7 +34,7 @@ class Connection(models.Model):
     class Meta:
         managed = False
         db_table = "brama_connections"
-        ordering = ["identifier", "scope"]
+        ordering = ("identifier", "scope")
         verbose_name = "circuit"
         verbose_name_plural = "circuits"
 
@@ -73,7 +73,7 @@ class Event(models.Model):
     class Meta:
         managed = False
         db_table = "brama_events"
-        ordering = ["-id"]
+        ordering = ("-id",)
         verbose_name = "circuit event"
         verbose_name_plural = "circuit events"
 

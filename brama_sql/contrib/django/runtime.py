@@ -9,6 +9,7 @@ read, is the one used. The instance is made again when the database it was made 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -179,10 +180,8 @@ def new_brama(**overrides: Any) -> Brama:
 
 
 def _dispose(made: _Made) -> None:
-    try:
+    with contextlib.suppress(BramaError):  # a database gone away: nothing left to close
         made.brama.dispose()
-    except BramaError:  # pragma: no cover - a database gone away: nothing left to close
-        pass
 
 
 def reset_brama() -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from brama_sql import migration
 from brama_sql.contrib.django.database import shared_engine
 from brama_sql.contrib.django.runtime import read_config, reset_brama
+from brama_sql.errors import SchemaError
 
 APP_LABEL = "brama_sql"
 INITIAL = "0001_initial"
@@ -60,7 +61,7 @@ def problem(alias: str) -> str | None:
     with django_connection(alias) as connection:
         try:
             migration.check(connection)
-        except migration.SchemaError as error:
+        except SchemaError as error:
             return str(error)
         finally:
             if connection.in_transaction():

@@ -33,7 +33,7 @@ def clear_circuits(alias: str | None = None) -> None:
     with connection.cursor() as cursor:
         for table in reversed(metadata.sorted_tables):
             if table.name in existing:
-                cursor.execute(f"DELETE FROM {quote(table.name)}")  # noqa: S608
+                cursor.execute(f"DELETE FROM {quote(table.name)}")
 
 
 class BramaTestMixin:
@@ -80,4 +80,3 @@ class BramaTestMixin:
         """Assert that the live state of the circuit is ``state`` (``"open"``, ...)."""
         found = self.brama.status(identifier, scope=scope).state
         assert found == state, f"{identifier}: expected {state}, found {found}"
-

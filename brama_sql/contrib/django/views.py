@@ -9,6 +9,7 @@ login: wire it in your own URLs where your Prometheus can reach it (and others c
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,12 @@ from django.urls import NoReverseMatch, reverse
 from brama_sql.contrib.django.runtime import get_brama, read_config
 
 View = Callable[..., HttpResponse]
+
+
+def _module(name: str) -> Any:
+    """A module of brama_sql imported at the first request that needs it (the status page and
+    the Prometheus collector come with their own optional dependencies)."""
+    return importlib.import_module(name)
 
 
 def _refusal(request: HttpRequest) -> HttpResponse | None:
@@ -42,13 +49,11 @@ def status_page(request: HttpRequest) -> HttpResponse:
     refused = _refusal(request)
     if refused is not None:
         return refused
-    from brama_sql.status_page import status_page_html
-
     try:
         json_url: str | None = reverse("brama_sql:status-json")
     except NoReverseMatch:
         json_url = None
-    html = status_page_html(
+    html = _module("brama_sql.status_page").status_page_html(
         get_brama(), show_metadata=read_config().page_show_metadata, json_url=json_url
     )
     return HttpResponse(html, content_type="text/html; charset=utf-8")
@@ -59,9 +64,7 @@ def status_json(request: HttpRequest) -> HttpResponse:
     refused = _refusal(request)
     if refused is not None:
         return refused
-    from brama_sql.status_page import status_page_data
-
-    data: dict[str, Any] = status_page_data(
+    data: dict[str, Any] = _module("brama_sql.status_page").status_page_data(
         get_brama(), show_metadata=read_config().page_show_metadata
     )
     return JsonResponse(data, json_dumps_params={"default": str})
@@ -70,7 +73,6 @@ def status_json(request: HttpRequest) -> HttpResponse:
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus's text exposition of every circuit (``prometheus_client`` must be
     installed: ``pip install brama_sql[prometheus]``)."""
-    from brama_sql.contrib.prometheus import metrics_exposition
-
-    body, content_type = metrics_exposition(get_brama())
+    exposition = _module("brama_sql.contrib.prometheus").metrics_exposition
+    body, content_type = exposition(get_brama())
     return HttpResponse(body, content_type=content_type)

@@ -106,9 +106,7 @@ class ProtectedView(BramaTestMixin, TestCase):
             self.assertEqual(self.client.get("/order/pen/").status_code, 200)  # the probe
             self.assert_state("inventory-api", "closed")
         trips = [
-            event
-            for event in self.brama.events("inventory-api")
-            if event.to_state == State.OPEN
+            event for event in self.brama.events("inventory-api") if event.to_state == State.OPEN
         ]
         self.assertEqual(len(trips), 1)
         verify()

@@ -7,7 +7,7 @@ the tables to the head (see :mod:`brama_sql.contrib.django.schema`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import migrations, models
 
@@ -32,9 +32,9 @@ def drop(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     initial = True
-    dependencies: list[tuple[str, str]] = []
+    dependencies: ClassVar[list[tuple[str, str]]] = []
 
-    operations = [
+    operations: ClassVar[list[Any]] = [
         # Not inside an atomic block of its own on MySQL, whose DDL commits implicitly.
         migrations.RunPython(create, drop, atomic=False),
         migrations.CreateModel(
@@ -60,7 +60,7 @@ class Migration(migrations.Migration):
             options={
                 "db_table": "brama_connections",
                 "managed": False,
-                "ordering": ["identifier", "scope"],
+                "ordering": ("identifier", "scope"),
                 "verbose_name": "circuit",
                 "verbose_name_plural": "circuits",
             },
@@ -94,7 +94,7 @@ class Migration(migrations.Migration):
             options={
                 "db_table": "brama_events",
                 "managed": False,
-                "ordering": ["-id"],
+                "ordering": ("-id",),
                 "verbose_name": "circuit event",
                 "verbose_name_plural": "circuit events",
             },

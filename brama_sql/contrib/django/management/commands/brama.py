@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from contextlib import redirect_stderr, redirect_stdout
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -41,7 +41,7 @@ class Command(BaseCommand):
     help = "brama_sql's command line on the project's database: " + ", ".join(
         sorted(name for name in cli.main.commands if name not in HIDDEN)
     )
-    requires_system_checks: list[str] = []
+    requires_system_checks: ClassVar[list[str]] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         """Everything after ``brama`` goes to the ``brama-sql`` command line."""
