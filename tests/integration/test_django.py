@@ -21,6 +21,7 @@ from brama_sql import migration
 pytest.importorskip("django")
 
 SITE = Path(__file__).resolve().parents[1] / "django_site"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "django_project"
 BRAMA_TABLES = {"brama_connections", "brama_events", "brama_permits", "brama_rollups"}
 
 
@@ -112,3 +113,19 @@ def _databases(url: URL) -> set[str]:
             return {row[0] for row in conn.execute(text(query))}
     finally:
         engine.dispose()
+
+
+def test_example_project_fails_then_heals(dialect: str, blank_url: URL) -> None:
+    """examples/django_project's own test: a real HTTP dependency failing then healing."""
+    shown = blank_url.render_as_string(hide_password=False)
+    database = "" if dialect == "sqlite" else shown.replace("+psycopg", "").replace("+pymysql", "")
+    done = subprocess.run(
+        [sys.executable, "manage.py", "test", "--noinput"],
+        cwd=EXAMPLE,
+        env={**os.environ, "SHOP_DATABASE": database},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Ran 1 test" in done.stderr and "OK" in done.stderr
