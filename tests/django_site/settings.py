@@ -27,6 +27,10 @@ INSTALLED_APPS = [
     "brama_sql.contrib.django",
     "site_app",
 ]
+if os.environ.get("BRAMA_SQL_TEST_DJANGO_APPS") == "minimal":
+    # brama_sql alone: the migrate / zero / upgrade steps of tests/integration/test_django.py
+    INSTALLED_APPS = ["brama_sql.contrib.django"]
+    ROOT_URLCONF = "site_app.no_urls"
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -76,3 +80,4 @@ BRAMA_SQL = {
     "OPTIONS": {"failure_threshold": 2, "expiry": 30},
     "CONNECTIONS": {"inventory-api": {"failure_threshold": 3}},
 }
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users
