@@ -97,6 +97,18 @@ def test_migrate_upgrade_check_commands_tests_and_zero(dialect: str, blank_url: 
     if dialect != "sqlite":
         assert f"test_{blank_url.database}" not in _databases(blank_url)
 
+    # Outside tests: brama_sql's own engine, built from DATABASES, commits on its own.
+    wrote = manage(
+        blank_url,
+        "shell",
+        "-c",
+        "from brama_sql.contrib.django import get_brama; b = get_brama(); "
+        "b.failure('inventory-api', reason='own engine'); print(type(b.engine.pool).__name__)",
+    )
+    assert wrote.stdout.split()[-1] == "QueuePool", wrote.stdout  # not Django's connection
+    assert "inventory-api" in manage(blank_url, "brama", "status").stdout
+    assert "0 not explained" in manage(blank_url, "brama", "verify").stdout
+
     manage(blank_url, "migrate", "brama_sql", "zero", "--noinput")
     left = tables(blank_url)
     assert not (BRAMA_TABLES | {migration.VERSION_TABLE}) & left
