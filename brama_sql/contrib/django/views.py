@@ -67,7 +67,7 @@ def status_json(request: HttpRequest) -> HttpResponse:
     data: dict[str, Any] = _module("brama_sql.status_page").status_page_data(
         get_brama(), show_metadata=read_config().page_show_metadata
     )
-    return JsonResponse(data, json_dumps_params={"default": str})
+    return JsonResponse(data)
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
