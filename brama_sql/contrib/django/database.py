@@ -143,10 +143,12 @@ class SharedConnection:
         self._wrapper = wrapper
         self._driver = wrapper.connection
         self._atomic: Any = None
+        self._nested = False
 
     def begin(self) -> None:
         """Enter a Django atomic block (the SQLAlchemy transaction that just began)."""
         if self._atomic is None:
+            self._nested = bool(self._wrapper.in_atomic_block)
             atomic = transaction.atomic(using=self._wrapper.alias)
             atomic.__enter__()
             self._atomic = atomic
@@ -154,8 +156,18 @@ class SharedConnection:
     def commit(self) -> None:
         """Leave the atomic block, keeping its writes."""
         atomic, self._atomic = self._atomic, None
-        if atomic is not None:
-            atomic.__exit__(None, None, None)
+        if atomic is None:
+            return
+        if self._nested and self._wrapper.vendor == "postgresql":
+            # brama_sql's write set its lock limits with SET LOCAL, which would outlive the
+            # released savepoint in the enclosing transaction (a test's): the idle limit
+            # would then end a test that pauses between two statements.
+            with self._driver.cursor() as cursor:
+                cursor.execute(
+                    "SET LOCAL lock_timeout TO DEFAULT; "
+                    "SET LOCAL idle_in_transaction_session_timeout TO DEFAULT"
+                )
+        atomic.__exit__(None, None, None)
 
     def rollback(self) -> None:
         """Leave the atomic block, undoing its writes (nothing to do outside one)."""

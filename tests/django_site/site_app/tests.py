@@ -90,6 +90,17 @@ class UsesTheTestDatabase(TestCase):
         verify()
 
 
+class SessionAfterAReport(TestCase):
+    def test_lock_limits_do_not_outlive_the_report(self) -> None:
+        get_brama().failure("inventory-api")
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW idle_in_transaction_session_timeout")
+                self.assertEqual(cursor.fetchone()[0], "0")
+        Order.objects.create(item="pen")  # the test's transaction goes on
+        self.assertEqual(Order.objects.count(), 1)
+
+
 class ProtectedView(BramaTestMixin, TestCase):
     def setUp(self) -> None:
         super().setUp()
