@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.core import checks
-from django.db import DatabaseError
 
 SCHEMA_BEHIND = "brama_sql.W001"
 UNREACHABLE = "brama_sql.W002"
@@ -24,25 +23,19 @@ def register() -> None:
 def check_schema(
     app_configs: Any = None, databases: Any = None, **_kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """Warn when brama_sql's tables in its database are missing or behind the installed
-    release's newest revision."""
+    """Warn when brama_sql's Django migration is applied in its database but its tables are
+    missing or behind the installed release's newest revision."""
     from brama_sql.contrib.django import schema
     from brama_sql.contrib.django.runtime import read_config
-    from brama_sql.errors import BramaError
 
     alias = read_config().database
     if not databases or alias not in databases:
         return []
     try:
+        if not schema.initial_applied(alias):
+            return []  # `migrate` has yet to create the tables, as Django's own
         found = schema.problem(alias)
-    except (DatabaseError, BramaError, OSError) as error:
-        return [
-            checks.Warning(
-                f"brama_sql could not read its schema in database {alias!r}: {error}",
-                id=UNREACHABLE,
-            )
-        ]
-    except Exception as error:  # SQLAlchemy's errors, wrapped differently per driver
+    except Exception as error:  # Django's, SQLAlchemy's and the driver's errors alike
         return [
             checks.Warning(
                 f"brama_sql could not read its schema in database {alias!r}: {error}",
