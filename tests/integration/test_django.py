@@ -7,8 +7,15 @@ nor leave the test database behind."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,7 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL
 
-from brama_sql import migration
+from brama_sql import Brama, State, migration
 
 pytest.importorskip("django")
 
@@ -143,3 +150,105 @@ def test_example_project_fails_then_heals(dialect: str, blank_url: URL) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Ran 1 test" in done.stderr and "OK" in done.stderr
+
+
+class _Inventory(BaseHTTPRequestHandler):
+    """A fake inventory service that always fails (500) and counts its calls."""
+
+    calls = 0
+
+    def do_GET(self) -> None:
+        type(self).calls += 1
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _status(port: int, path: str) -> int:
+    try:
+        with DIRECT.open(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+@pytest.mark.slow
+def test_example_project_under_gunicorn_trips_once_for_every_worker(tmp_path: Path) -> None:
+    """The production path: the Brama of each forked worker (gunicorn --preload, 2 workers)
+    on brama_sql's own engine, built from DATABASES; a failing dependency trips the circuit
+    once (its three failures may come from either worker), and then whichever worker answers
+    refuses with 503 without calling it: the state is in SQL, not in a worker's memory."""
+    database = f"sqlite:///{tmp_path / 'shop.sqlite3'}"
+    inventory = ThreadingHTTPServer(("127.0.0.1", 0), _Inventory)
+    threading.Thread(target=inventory.serve_forever, daemon=True).start()
+    environment = {
+        **os.environ,
+        "SHOP_DATABASE": database,
+        "SHOP_INVENTORY_URL": f"http://127.0.0.1:{inventory.server_address[1]}",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=EXAMPLE,
+        env=environment,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn", "--preload", "-w", "2"),
+                *("-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "shop.wsgi"),
+            ],
+            cwd=EXAMPLE,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while log.read_text().count("Booting worker") < 2 or not _answers(port):
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        codes = [_status(port, "/stock/pen") for _ in range(12)]
+        assert codes == [502] * 3 + [503] * 9, codes
+        assert _Inventory.calls == 3
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+        inventory.shutdown()
+        inventory.server_close()
+    workers = {
+        line.split("pid: ")[-1] for line in log.read_text().splitlines() if "Booting" in line
+    }
+    assert len(workers) == 2
+    brama = Brama(database)
+    try:
+        opened = [e for e in brama.events("inventory-api") if e.to_state == State.OPEN]
+        assert len(opened) == 1
+    finally:
+        brama.dispose()
+
+
+def _answers(port: int) -> bool:
+    """Whether the server answers (a 404 for a path that is no view, before any call)."""
+    try:
+        return _status(port, "/ready") == 404
+    except OSError:
+        return False

@@ -1,8 +1,9 @@
 """Settings of the example shop: brama_sql is one line of INSTALLED_APPS (and BRAMA_SQL, whose
 every key is optional).
 
-The database is SQLite in this folder unless SHOP_DATABASE names a server:
-``postgresql://user:password@host:5432/name`` or ``mysql://user@host:3306/name``.
+The database is SQLite in this folder unless SHOP_DATABASE names another:
+``sqlite:////absolute/path.db``, ``postgresql://user:password@host:5432/name`` or
+``mysql://user@host:3306/name``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ INVENTORY_URL = os.environ.get("SHOP_INVENTORY_URL", "http://127.0.0.1:8001")
 
 
 def _database(url: str | None) -> dict[str, object]:
-    if not url:
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "shop.sqlite3"}
+    if not url or url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///") if url else BASE_DIR / "shop.sqlite3"
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path}
     parts = urlsplit(url)
     engine = "postgresql" if parts.scheme.startswith("postgres") else "mysql"
     settings: dict[str, object] = {
