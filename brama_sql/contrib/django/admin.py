@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from brama_sql.circuit import Cause, Kind
 from brama_sql.contrib.django.models import Connection, Event
 from brama_sql.contrib.django.runtime import get_brama, read_config
 from brama_sql.errors import BramaError
@@ -41,10 +42,46 @@ class _ReadOnly(admin.ModelAdmin):
 
 
 def _live(connection: Connection) -> ConnectionStatus | None:
+    """The circuit's status from the API, read once per row of a page."""
+    cached: ConnectionStatus | bool | None = getattr(connection, "_brama_status", False)
+    if cached is not False:
+        return cached if isinstance(cached, ConnectionStatus) else None
     try:
-        return get_brama().status(connection.identifier, scope=connection.api_scope)
+        status: ConnectionStatus | None = get_brama().status(
+            connection.identifier, scope=connection.api_scope
+        )
     except BramaError:
-        return None
+        status = None
+    connection._brama_status = status
+    return status
+
+
+class _EnumFilter(admin.SimpleListFilter):
+    """A filter on a column whose values are those of one of brama_sql's enums: its choices
+    come from the enum, not from a ``SELECT DISTINCT`` over the whole log."""
+
+    values: tuple[str, ...] = ()
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, value) for value in self.values]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value is None:
+            return queryset
+        return queryset.filter(**{self.parameter_name: value})
+
+
+class _KindFilter(_EnumFilter):
+    title = "kind"
+    parameter_name = "kind"
+    values = tuple(kind.value for kind in Kind)
+
+
+class _CauseFilter(_EnumFilter):
+    title = "cause"
+    parameter_name = "cause"
+    values = tuple(cause.value for cause in Cause)
 
 
 @admin.register(Connection)
@@ -145,7 +182,7 @@ class EventAdmin(_ReadOnly):
         "reason",
         "actor",
     )
-    list_filter = ("kind", "cause")
+    list_filter = (_KindFilter, _CauseFilter)
     search_fields = ("identifier", "scope", "reason")
     show_full_result_count = False
 

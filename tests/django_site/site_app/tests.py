@@ -179,6 +179,8 @@ class Admin(BramaTestMixin, TestCase):
                 self.assertEqual(cursor.fetchone()[0], "open")  # the row is stale
             events = self.client.get("/admin/brama_sql/event/")
             self.assertContains(events, "manual_open")
+            opened = self.client.get("/admin/brama_sql/event/?cause=manual_open")
+            self.assertEqual(len(opened.context["cl"].result_list), 1)
 
     def test_actions_go_through_the_api(self) -> None:
         self.brama.register("mail-api")
