@@ -252,3 +252,11 @@ def _answers(port: int) -> bool:
         return _status(port, "/ready") == 404
     except OSError:
         return False
+
+
+def test_startup_and_checks_touch_no_database() -> None:
+    """``AppConfig.ready()`` and the default checks run with a database that does not answer
+    (port 1): brama_sql reads its settings and connects on first use only."""
+    unreachable = URL.create("postgresql", username="nobody", host="127.0.0.1", port=1)
+    done = manage(unreachable.set(database="none"), "check", minimal=False)
+    assert "System check identified no issues" in done.stdout
