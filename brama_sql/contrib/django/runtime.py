@@ -193,8 +193,3 @@ def reset_brama() -> None:
     if made is not None:
         _dispose(made)
 
-
-def current_is_shared() -> bool:
-    """Whether the instance made last uses Django's own connection."""
-    made = _current
-    return made is not None and made.shared
