@@ -192,4 +192,3 @@ def reset_brama() -> None:
         made, _current = _current, None
     if made is not None:
         _dispose(made)
-
