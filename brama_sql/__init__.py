@@ -17,7 +17,7 @@ from brama_sql.errors import (
 from brama_sql.guard import Guard
 from brama_sql.listeners import Listener
 from brama_sql.permit import Permit
-from brama_sql.records import ConnectionStatus, Event, Transition
+from brama_sql.records import ConnectionReport, ConnectionStatus, Event, Report, Transition
 
 __all__ = [
     "EVERY_SCOPE",
@@ -29,6 +29,7 @@ __all__ = [
     "Cause",
     "CircuitOpenError",
     "Cleaner",
+    "ConnectionReport",
     "ConnectionStatus",
     "Event",
     "Guard",
@@ -37,6 +38,7 @@ __all__ = [
     "Listener",
     "NotRegisteredError",
     "Permit",
+    "Report",
     "ReportOutcomeUnknownError",
     "SchemaError",
     "State",

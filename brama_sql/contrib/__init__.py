@@ -1,1 +1,1 @@
-"""Integrations of brama_sql with web frameworks and monitoring systems."""
+"""Integrations of brama_sql with other libraries, each behind its optional extra."""
