@@ -235,6 +235,12 @@ class Commands(BramaTestMixin, TestCase):
         call_command("brama", "events", "inventory-api", stdout=out)
         self.assertIn("timeout", out.getvalue())
 
+    def test_report_delegates_too(self) -> None:
+        self.brama.failure("inventory-api", reason="timeout")
+        out = io.StringIO()
+        call_command("brama", "report", "--since", "1h", "--json", stdout=out)
+        self.assertIn('"identifier": "inventory-api"', out.getvalue())
+
     def test_unknown_subcommand(self) -> None:
         from django.core.management.base import CommandError
 
