@@ -25,16 +25,12 @@ LEAK = "leak-check"
 
 
 def importable(name: str) -> bool:
-    """Whether ``name`` imports (the status page and the collector come from other branches)."""
+    """Whether ``name`` imports (django-health-check is an optional package)."""
     try:
         importlib.import_module(name)
     except ImportError:
         return False
     return True
-
-
-HAS_STATUS_PAGE = importable("brama_sql.status_page")
-HAS_PROMETHEUS = importable("brama_sql.contrib.prometheus")
 
 
 def brama_rows() -> int:
@@ -262,12 +258,7 @@ class Checks(TestCase):
 
 
 class StatusPage(BramaTestMixin, TestCase):
-    """Skipped only until brama_sql.status_page (another branch) is merged."""
-
-    def setUp(self) -> None:
-        super().setUp()
-        if not HAS_STATUS_PAGE:
-            self.skipTest("brama_sql.status_page does not import in this checkout")
+    """The page and its JSON twin behind the staff login."""
 
     def test_needs_a_staff_login(self) -> None:
         self.assertEqual(self.client.get("/brama/").status_code, 302)
@@ -301,11 +292,9 @@ class StatusPage(BramaTestMixin, TestCase):
 
 
 class Metrics(BramaTestMixin, TestCase):
-    """Skipped only until brama_sql.contrib.prometheus (another branch) is merged."""
+    """The Prometheus view."""
 
     def test_exposition(self) -> None:
-        if not HAS_PROMETHEUS:
-            self.skipTest("brama_sql.contrib.prometheus does not import in this checkout")
         self.brama.register("mail-api")
         self.brama.open("mail-api")
         response = self.client.get("/metrics")
