@@ -1,5 +1,8 @@
 """brama_sql: circuit breakers whose state and event log live in SQL, shared by every process."""
 
+from brama_sql.async_brama import AsyncBrama
+from brama_sql.async_cleaner import AsyncCleaner
+from brama_sql.async_guard import AsyncGuard, AsyncPermit
 from brama_sql.brama import EVERY_SCOPE, Brama
 from brama_sql.circuit import Cause, Kind, State
 from brama_sql.cleaner import Cleaner
@@ -23,6 +26,10 @@ __all__ = [
     "EVERY_SCOPE",
     "AlreadyRegisteredError",
     "ArgumentTypeError",
+    "AsyncBrama",
+    "AsyncCleaner",
+    "AsyncGuard",
+    "AsyncPermit",
     "Brama",
     "BramaDatabaseError",
     "BramaError",

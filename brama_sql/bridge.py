@@ -1,0 +1,160 @@
+"""The greenlet bridge: how :class:`~brama_sql.AsyncBrama` runs brama_sql's synchronous
+transactions on an asyncio engine without writing them twice.
+
+An asyncio engine of SQLAlchemy has a synchronous face, ``AsyncEngine.sync_engine``, whose
+driver calls suspend the greenlet they run in and await the asyncio driver under the event loop
+(SQLAlchemy's ``greenlet_spawn``). :class:`BridgedBrama` is a :class:`~brama_sql.Brama` on that
+engine; :func:`run` calls one of its methods in such a greenlet, in a task of its own shielded
+from the caller's cancellation, so that a transaction once begun always ends (committed or
+rolled back) and its listeners are told, even when the awaiting caller is cancelled.
+
+Each asyncio task is a caller of its own (:meth:`BridgedBrama.actor` adds ``task-N`` to the
+thread's actor), as each thread is for :class:`~brama_sql.Brama`: the probe permit that
+``available()`` claims in one task is settled by that task's next report, not another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+from brama_sql import engine as engines
+from brama_sql.brama import Brama, _database_url, _shown
+from brama_sql.errors import ArgumentTypeError, InvalidArgumentError
+
+T = TypeVar("T")
+
+ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mariadb+aiomysql",
+}
+"""The asyncio driver used for a URL that names only its database (``sqlite:///brama.db``,
+``postgresql://...``, ``mysql://...``)."""
+
+_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "brama_sql_async_caller", default=None
+)
+"""The task tag of the caller whose call the current bridged task runs."""
+_task_numbers: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+_numbers = itertools.count(1)
+
+
+def task_tag() -> str | None:
+    """``task-N`` naming the asyncio task running now (numbers are never reused within a
+    process), the caller a bridged call runs for, or ``None`` outside any task."""
+    tag = _caller.get()
+    if tag is not None:
+        return tag
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running event loop
+        return None
+    if task is None:
+        return None
+    number = _task_numbers.get(task)
+    if number is None:
+        number = _task_numbers[task] = next(_numbers)
+    return f"task-{number}"
+
+
+async def run(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` run in SQLAlchemy's greenlet under the event loop, in a
+    task of its own for the calling task (see the module); the caller's cancellation does not
+    stop it, only the caller's wait for it."""
+    token = _caller.set(task_tag())
+    try:
+        inner = asyncio.ensure_future(greenlet_spawn(function, *args, **kwargs))
+    finally:
+        _caller.reset(token)
+    inner.add_done_callback(_retrieved)
+    return await asyncio.shield(inner)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a bridged call as seen, also when its caller stopped waiting (it
+    was cancelled): asyncio would otherwise log an error that nobody retrieved it."""
+    if not task.cancelled():
+        task.exception()
+
+
+def async_url(url: str | URL) -> URL:
+    """``url`` parsed, with the asyncio driver of its database when it names none."""
+    parsed = _database_url(url)
+    if parsed.drivername in ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=ASYNC_DRIVERS[parsed.drivername])
+    return parsed
+
+
+class BridgedBrama(Brama):
+    """A :class:`~brama_sql.Brama` on the synchronous face of an asyncio engine, whose every
+    database call must run through :func:`run`. Refuses ``batch_reports`` (its writer is a
+    thread, outside the event loop)."""
+
+    async_engine: AsyncEngine
+    """The asyncio engine whose ``sync_engine`` this Brama uses."""
+
+    def __init__(self, url: object, **options: Any) -> None:
+        if options.get("batch_reports") is not None:
+            raise InvalidArgumentError(
+                "batch_reports is not available on AsyncBrama: its batches are written by a "
+                "thread, outside the event loop (availability_cache is)",
+                argument="batch_reports",
+            )
+        super().__init__(url, **options)  # type: ignore[arg-type]
+
+    def _engine_for(self, url: object) -> tuple[Engine, bool]:
+        if isinstance(url, AsyncEngine):
+            self.async_engine = url
+            return url.sync_engine, False
+        if isinstance(url, Engine):
+            raise ArgumentTypeError(
+                "AsyncBrama needs a database URL or an SQLAlchemy AsyncEngine, not a "
+                "synchronous Engine (use Brama for that)"
+            )
+        if not isinstance(url, (str, URL)):
+            raise ArgumentTypeError(
+                f"url must be a database URL or an SQLAlchemy AsyncEngine, not {type(url).__name__}"
+            )
+        parsed = async_url(url)
+        try:
+            built = engines.build_async(parsed, self.lock_timeout, io_timeout=self.io_timeout)
+        except (ArgumentError, InvalidRequestError) as error:
+            raise InvalidArgumentError(
+                f"url {_shown(parsed)} cannot be used by AsyncBrama: {error} (asyncio drivers: "
+                "sqlite+aiosqlite, postgresql+psycopg, mysql+aiomysql, mysql+asyncmy)",
+                argument="url",
+            ) from error
+        except ImportError as error:
+            raise InvalidArgumentError(
+                f"url {_shown(parsed)} needs a driver that is not installed ({error}): install "
+                "brama_sql[async] (aiosqlite, aiomysql) and brama_sql[postgres] for PostgreSQL",
+                argument="url",
+            ) from error
+        self.async_engine = built
+        return built.sync_engine, True
+
+    def _migrator(self) -> Engine:
+        if not self._owns_engine:
+            return self.engine
+        migrating = engines.build_async(
+            make_url(self.engine.url), self.lock_timeout, io_timeout=self.io_timeout, migrating=True
+        )
+        return migrating.sync_engine
+
+    def actor(self) -> str:
+        """``host:pid:instance:thread:task-N`` in an asyncio task (each task a caller of its
+        own), else :meth:`Brama.actor`."""
+        actor = super().actor()
+        tag = task_tag()
+        return actor if tag is None else f"{actor}:{tag}"[-255:]
