@@ -190,7 +190,7 @@ async def test_errors_are_those_of_brama_and_nothing_is_written(
         (
             lambda b: b.register("n", failure_threshold=0),
             lambda b: b.register("n", failure_threshold=0),
-        ),  # noqa: E501
+        ),
         (lambda b: b.success(42), lambda b: b.success(42)),
         (lambda b: b.failure("svc", reason=b"x"), lambda b: b.failure("twin", reason=b"x")),
         (lambda b: b.events(limit=-1), lambda b: b.events(limit=-1)),

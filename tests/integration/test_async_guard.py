@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -151,9 +151,7 @@ async def test_refusal_raises_circuit_open_error_and_the_block_does_not_run(
     assert reports(brama, "new") == [("success", None)]
 
 
-async def test_protect_on_coroutine_functions_and_methods(
-    abrama: AsyncBrama, brama: Brama
-) -> None:
+async def test_protect_on_coroutine_functions_and_methods(abrama: AsyncBrama, brama: Brama) -> None:
     await abrama.register("svc", failure_threshold=3)
 
     @abrama.protect("svc", failure_if=lambda result: result == "degraded")
