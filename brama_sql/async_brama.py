@@ -35,8 +35,8 @@ class AsyncBrama:
     ``url`` is a database URL or an SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncEngine`.
     A URL naming only its database takes its asyncio driver (``sqlite://`` ->
     ``sqlite+aiosqlite``, ``postgresql://`` -> ``postgresql+psycopg``, ``mysql://`` ->
-    ``mysql+aiomysql``); ``mysql+asyncmy`` works too. An in-memory SQLite database is refused
-    (use a file). The keyword options are :class:`~brama_sql.Brama`'s, except
+    ``mysql+aiomysql``), the drivers brama_sql is tested with. An in-memory SQLite database
+    is refused (use a file). The keyword options are :class:`~brama_sql.Brama`'s, except
     ``batch_reports`` (refused: its writer is a thread).
 
     The calls run brama_sql's own row-locked transactions through SQLAlchemy's greenlet bridge

@@ -132,7 +132,7 @@ class BridgedBrama(Brama):
         except (ArgumentError, InvalidRequestError) as error:
             raise InvalidArgumentError(
                 f"url {_shown(parsed)} cannot be used by AsyncBrama: {error} (asyncio drivers: "
-                "sqlite+aiosqlite, postgresql+psycopg, mysql+aiomysql, mysql+asyncmy)",
+                "sqlite+aiosqlite, postgresql+psycopg, mysql+aiomysql)",
                 argument="url",
             ) from error
         except ImportError as error:

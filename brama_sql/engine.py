@@ -112,7 +112,7 @@ def build_async(
     migrating: bool = False,
 ) -> AsyncEngine:
     """Create an asyncio engine for ``url`` (``sqlite+aiosqlite``, ``postgresql+psycopg``,
-    ``mysql+aiomysql`` or ``mysql+asyncmy``) with the session settings :func:`build` makes,
+    ``mysql+aiomysql``: the tested ones) with the session settings :func:`build` makes,
     made by listeners on its ``sync_engine`` when a connection is opened.
 
     What differs from :func:`build`: the asyncio MySQL drivers have no read and write timeouts

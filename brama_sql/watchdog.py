@@ -124,7 +124,7 @@ def cut(dbapi_connection: Any) -> None:
     an SQLite statement. The connection is unusable afterwards (except SQLite's).
 
     An asyncio driver's connection (wrapped in SQLAlchemy's adapter) is cut the same way: its
-    socket is shut down under the event loop (psycopg's async connection, aiomysql, asyncmy),
+    socket is shut down under the event loop (psycopg's async connection, aiomysql),
     which then sees the connection end; aiosqlite's SQLite connection is interrupted."""
     try:
         driver = getattr(dbapi_connection, "driver_connection", None)
@@ -156,7 +156,7 @@ def _cut_async(driver: Any) -> None:
     if sqlite is not None and hasattr(sqlite, "interrupt"):
         sqlite.interrupt()
         return
-    writer = getattr(driver, "_writer", None)  # aiomysql, asyncmy: an asyncio stream
+    writer = getattr(driver, "_writer", None)  # aiomysql: an asyncio stream
     transport = getattr(writer, "transport", None)
     raw = None if transport is None else transport.get_extra_info("socket")
     if raw is not None:
