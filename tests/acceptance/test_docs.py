@@ -91,7 +91,12 @@ def runnable_examples(page: Path) -> list[Runnable]:
     ]
 
 
-FEATURE_PAGES = [DOCS / "protecting-calls.md", DOCS / "listeners.md", DOCS / "fast-modes.md"]
+FEATURE_PAGES = [
+    DOCS / "protecting-calls.md",
+    DOCS / "listeners.md",
+    DOCS / "fast-modes.md",
+    DOCS / "asyncio.md",
+]
 """Pages of features whose runnable examples run too."""
 
 
