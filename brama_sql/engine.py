@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from brama_sql.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger("brama_sql")
 
@@ -120,6 +122,8 @@ def build_async(
     SQLite database is refused (one connection shared by every task would interleave their
     transactions): use a file.
     """
+    from sqlalchemy.ext.asyncio import create_async_engine  # needs greenlet: the async extra
+
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     connect = max(1, math.ceil(io_timeout))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +32,6 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.util import await_only
-from sqlalchemy.util.concurrency import in_greenlet
 
 from brama_sql import engine as engines
 from brama_sql import fork, migration, watchdog
@@ -372,10 +371,21 @@ def sleep(seconds: float) -> None:
     """Wait ``seconds``: in a thread, by sleeping; in a call of :class:`~brama_sql.AsyncBrama`
     (run in SQLAlchemy's greenlet under the event loop), by awaiting :func:`asyncio.sleep`,
     so that the loop's other tasks run meanwhile."""
-    if in_greenlet():
+    if _in_bridge():
+        from sqlalchemy.util import await_only
+
         await_only(asyncio.sleep(seconds))
     else:
         time.sleep(seconds)
+
+
+def _in_bridge() -> bool:
+    """Whether this runs in SQLAlchemy's greenlet bridge (never without greenlet installed)."""
+    if "greenlet" not in sys.modules:
+        return False
+    from sqlalchemy.util.concurrency import in_greenlet
+
+    return in_greenlet()
 
 
 def _missing_table(error: DBAPIError) -> bool:
