@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.util import greenlet_spawn
 
 from brama_sql import engine as engines
@@ -115,6 +116,14 @@ class BridgedBrama(Brama):
 
     def _engine_for(self, url: object) -> tuple[Engine, bool]:
         if isinstance(url, AsyncEngine):
+            if isinstance(url.sync_engine.pool, (StaticPool, SingletonThreadPool)):
+                raise InvalidArgumentError(
+                    f"AsyncBrama cannot use an engine whose pool is one connection "
+                    f"({type(url.sync_engine.pool).__name__}): every task would share it and "
+                    "interleave its transactions; use a pool of connections (and an SQLite "
+                    "file, not an in-memory database)",
+                    argument="url",
+                )
             self.async_engine = url
             return url.sync_engine, False
         if isinstance(url, Engine):

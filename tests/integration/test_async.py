@@ -234,6 +234,10 @@ async def test_urls_engines_and_options(
         for memory in ("sqlite://", "sqlite+aiosqlite:///:memory:"):
             with pytest.raises(InvalidArgumentError, match="file"):
                 AsyncBrama(memory)
+        shared = create_async_engine("sqlite+aiosqlite://")
+        with pytest.raises(InvalidArgumentError, match="StaticPool"):
+            AsyncBrama(shared)
+        await shared.dispose()
     if dialect == "mysql":
         with pytest.raises(InvalidArgumentError, match="asyncio drivers"):
             AsyncBrama(db_url.render_as_string(hide_password=False))  # mysql+pymysql
