@@ -221,6 +221,11 @@ async def test_urls_engines_and_options(
     hosted = AsyncBrama(engine)
     try:
         assert hosted.engine is engine
+        async with engine.connect() as conn:  # the host's connection, its transaction
+            await hosted.migrate(conn)  # current already: nothing to do
+            await conn.commit()
+        with pytest.raises(ArgumentTypeError, match="AsyncConnection"):
+            await hosted.migrate(engine)  # type: ignore[arg-type]
         assert (await hosted.register("hosted")).state is State.UNKNOWN
         assert await hosted.success("hosted") is not None
     finally:
@@ -346,3 +351,23 @@ async def test_the_asyncio_cleaner_removes_inactive_connections(
     assert not cleaner.is_running
     assert cleaner.removed == 1
     assert [status.identifier for status in await abrama.connections()] == ["fresh"]
+
+
+async def test_migrate_builds_the_schema_alone_or_on_the_hosts_connection(
+    blank_url: URL, dialect: str
+) -> None:
+    url = blank_url.set(drivername=ASYNC_DRIVERS[dialect]).render_as_string(hide_password=False)
+    engine = create_async_engine(url)
+    hosted = AsyncBrama(engine)
+    try:
+        async with engine.begin() as conn:  # the host's transaction, committed by the host
+            await hosted.migrate(conn)
+        assert (await hosted.register("svc")).state is State.UNKNOWN
+    finally:
+        await hosted.dispose()
+    own = AsyncBrama(url)
+    try:
+        await own.migrate()  # current: idempotent
+        assert [status.identifier for status in await own.connections()] == ["svc"]
+    finally:
+        await own.dispose()
