@@ -19,7 +19,7 @@ from brama_sql.errors import (
 from brama_sql.guard import Guard
 from brama_sql.listeners import Listener
 from brama_sql.permit import Permit
-from brama_sql.records import ConnectionStatus, Event, Transition
+from brama_sql.records import ConnectionReport, ConnectionStatus, Event, Report, Transition
 
 if TYPE_CHECKING:
     from brama_sql.async_brama import AsyncBrama
@@ -67,6 +67,7 @@ __all__ = [
     "Cause",
     "CircuitOpenError",
     "Cleaner",
+    "ConnectionReport",
     "ConnectionStatus",
     "Event",
     "Guard",
@@ -75,6 +76,7 @@ __all__ = [
     "Listener",
     "NotRegisteredError",
     "Permit",
+    "Report",
     "ReportOutcomeUnknownError",
     "SchemaError",
     "State",
