@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -14,13 +15,15 @@ from brama_sql.async_cleaner import AsyncCleaner
 from brama_sql.async_guard import AsyncGuard, AsyncPermit, protect_coroutines
 from brama_sql.brama import EVERY_SCOPE, UNSET, DatabaseErrorPolicy, _Every, _Unset
 from brama_sql.bridge import BridgedBrama
+from brama_sql.circuit import Kind
 from brama_sql.clock import Clock
 from brama_sql.engine import IO_TIMEOUT_S
 from brama_sql.errors import ArgumentTypeError
 from brama_sql.guard import Exclude, checked_callable
 from brama_sql.listeners import Callback, Listener
 from brama_sql.pruning import BATCH_SIZE
-from brama_sql.records import ConnectionStatus, Event, Transition
+from brama_sql.records import ConnectionStatus, Event, Report, Transition
+from brama_sql.store import PAGE_SIZE
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -222,6 +225,41 @@ class AsyncBrama:
         """Logged events, oldest first (:meth:`Brama.events`)."""
         return await bridge.run(self.sync.events, identifier, scope=scope, since=since, limit=limit)
 
+    def stream_events(
+        self,
+        identifier: str | None = None,
+        *,
+        scope: str | _Every | None = EVERY_SCOPE,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Iterable[Kind | str] | None = None,
+        newest: int | None = None,
+        limit: int | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> AsyncIterator[Event]:
+        """Logged events, oldest first, as an asynchronous iterator that reads the log in
+        pages of ``page_size`` events (:meth:`Brama.stream_events`): ``async for event in
+        brama.stream_events(...)``. A plain method: the arguments are checked at the call,
+        and each page is read through the bridge when the loop asks for it."""
+        pages = self.sync.stream_events(
+            identifier,
+            scope=scope,
+            since=since,
+            until=until,
+            kinds=kinds,
+            newest=newest,
+            limit=limit,
+            page_size=page_size,
+        )
+        return _paged(pages, page_size)
+
+    async def report(
+        self, since: datetime | timedelta | float, *, scope: str | _Every | None = EVERY_SCOPE
+    ) -> Report:
+        """What happened to each registered connection from ``since`` until now
+        (:meth:`Brama.report`)."""
+        return await bridge.run(self.sync.report, since, scope=scope)
+
     # -- reports ----------------------------------------------------------------------------
 
     async def success(
@@ -375,6 +413,20 @@ class AsyncBrama:
     async def dispose(self) -> None:
         """Close the engine's pooled database connections (:meth:`Brama.dispose`)."""
         await bridge.run(self.sync.dispose)
+
+
+async def _paged(events: Iterator[Event], page_size: int) -> AsyncIterator[Event]:
+    """The events of a synchronous stream, ``page_size`` at a time through the bridge."""
+    while True:
+        page = await bridge.run(_take, events, page_size)
+        for event in page:
+            yield event
+        if len(page) < page_size:
+            return
+
+
+def _take(events: Iterator[Event], count: int) -> list[Event]:
+    return list(itertools.islice(events, count))
 
 
 def _fallback(value: object) -> Callable[..., Any] | None:

@@ -371,3 +371,27 @@ async def test_migrate_builds_the_schema_alone_or_on_the_hosts_connection(
         assert [status.identifier for status in await own.connections()] == ["svc"]
     finally:
         await own.dispose()
+
+
+async def test_stream_events_and_report_give_what_brama_gives(
+    make_async: MakeAsync, brama: Brama, clock: FrozenDateTimeFactory
+) -> None:
+    abrama = make_async()
+    await abrama.register("svc", scope="s", failure_threshold=2)
+    await abrama.register("other")
+    for _ in range(3):
+        await abrama.failure("svc", scope="s", reason="timeout")
+        await abrama.success("other")
+        clock.tick(1)
+    for page_size in (1, 3, 1000):
+        streamed = [event async for event in abrama.stream_events(page_size=page_size)]
+        assert streamed == list(brama.stream_events(page_size=page_size))
+        assert len(streamed) == len(brama.events())
+    kinds = [Kind.FAILURE, "transition"]
+    streamed = [e async for e in abrama.stream_events("svc", kinds=kinds, newest=2, page_size=1)]
+    assert streamed == list(brama.stream_events("svc", kinds=kinds, newest=2, page_size=1))
+    assert [event.kind for event in streamed] == [Kind.TRANSITION, Kind.FAILURE]  # trip, late
+    with pytest.raises(InvalidArgumentError):
+        abrama.stream_events(page_size=0)  # checked at the call, as Brama's
+    assert await abrama.report(60) == brama.report(60)
+    assert await abrama.report(T0, scope="s") == brama.report(T0, scope="s")

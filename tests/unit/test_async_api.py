@@ -10,8 +10,17 @@ import pytest
 
 from brama_sql import AsyncBrama, AsyncGuard, AsyncPermit, Brama, Guard, Permit
 
-PLAIN = {"actor", "declare", "guard", "protect", "on_state_change", "start_cleaner"}
-"""The methods that do not touch the database (or return an object that does later)."""
+PLAIN = {
+    "actor",
+    "declare",
+    "guard",
+    "protect",
+    "on_state_change",
+    "start_cleaner",
+    "stream_events",
+}
+"""The methods that do not touch the database (or return an object that does later:
+``stream_events`` returns an asynchronous iterator)."""
 DIFFERENT_TYPES = {"migrate"}
 """``migrate(connection)`` takes an ``AsyncConnection``: same name and default, another type."""
 
