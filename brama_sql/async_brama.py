@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -283,7 +284,7 @@ class AsyncBrama:
     async def acquire(self, identifier: str, *, scope: str | None = None) -> AsyncPermit | None:
         """Ask for admission to one call, as a caller of its own (:meth:`Brama.acquire`): an
         :class:`AsyncPermit` whose coroutines report the outcome, or ``None`` when refused."""
-        permit = await bridge.run(self.sync.acquire, identifier, scope=scope)
+        permit = await bridge.admit(functools.partial(self.sync.acquire, scope=scope), identifier)
         return None if permit is None else AsyncPermit(permit)
 
     def guard(

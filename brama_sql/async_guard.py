@@ -124,7 +124,9 @@ class AsyncGuard:
 
     async def admit(self) -> AsyncPermit:
         """A permit for one call, or :class:`CircuitOpenError` (:meth:`Guard.admit`)."""
-        return AsyncPermit(await bridge.run(self.guard.admit))
+        permit = await bridge.admit(self.guard.admit)
+        assert permit is not None  # admit() raises CircuitOpenError instead
+        return AsyncPermit(permit)
 
     async def settle(self, permit: AsyncPermit, error: BaseException | None) -> None:
         """Report the outcome of the call ``permit`` admitted (:meth:`Guard.settle`)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -31,8 +32,11 @@ from sqlalchemy.util import greenlet_spawn
 from brama_sql import engine as engines
 from brama_sql.brama import Brama, _database_url, _shown
 from brama_sql.errors import ArgumentTypeError, InvalidArgumentError
+from brama_sql.permit import Permit
 
 T = TypeVar("T")
+
+logger = logging.getLogger("brama_sql")
 
 ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -73,13 +77,51 @@ async def run(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``function(*args, **kwargs)`` run in SQLAlchemy's greenlet under the event loop, in a
     task of its own for the calling task (see the module); the caller's cancellation does not
     stop it, only the caller's wait for it."""
+    inner = _start(function, *args, **kwargs)
+    return await asyncio.shield(inner)
+
+
+async def admit(function: Callable[..., Permit | None], /, *args: Any) -> Permit | None:
+    """:func:`run` for a call that may hand out a :class:`~brama_sql.Permit`: when the caller
+    is cancelled before it gets the permit, the permit is handed back (released) as soon as
+    the call has made it, so that an abandoned admission does not keep a probe permit until
+    ``probe_timeout``."""
+    inner = _start(function, *args)
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        inner.add_done_callback(_hand_back)
+        raise
+
+
+def _start(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Task[T]:
+    """The task running ``function`` in the bridge for the calling task."""
     token = _caller.set(task_tag())
     try:
         inner = asyncio.ensure_future(greenlet_spawn(function, *args, **kwargs))
     finally:
         _caller.reset(token)
     inner.add_done_callback(_retrieved)
-    return await asyncio.shield(inner)
+    return inner
+
+
+def _hand_back(task: asyncio.Future[Permit | None]) -> None:
+    """Release the permit an abandoned admission made, if it made one."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    permit = task.result()
+    if permit is not None and not permit.settled:
+        _start(permit.release).add_done_callback(_log_failed_release)
+
+
+def _log_failed_release(task: asyncio.Future[None]) -> None:
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        logger.warning(
+            "the permit of a cancelled admission could not be handed back (it expires after "
+            "probe_timeout): %s",
+            error,
+        )
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

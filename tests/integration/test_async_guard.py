@@ -74,6 +74,12 @@ def permit_count(brama: Brama) -> int:
         return conn.execute(select(func.count()).select_from(permits)).scalar_one()
 
 
+async def all_other_tasks() -> None:
+    """Wait for every other task of the loop, also those started meanwhile."""
+    while pending := [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]:
+        await asyncio.gather(*pending)
+
+
 async def test_success_failure_and_the_same_exception_propagating(
     abrama: AsyncBrama, brama: Brama
 ) -> None:
@@ -287,4 +293,31 @@ async def test_one_probe_among_many_concurrent_tasks(
     assert (await abrama.status("svc")).state is State.CLOSED
     assert permit_count(brama) == 0
     assert [kind for kind, _ in reports(brama)] == ["failure", "success"]
+    verify(brama.engine, "svc")
+
+
+async def test_an_admission_cancelled_in_flight_hands_its_probe_permit_back(
+    abrama: AsyncBrama, brama: Brama, clock: FrozenDateTimeFactory
+) -> None:
+    await abrama.register("svc", failure_threshold=1, expiry=60, half_open_max_calls=1)
+    await abrama.failure("svc")
+    clock.tick(60)
+    ran = []
+
+    async def guarded() -> None:
+        async with abrama.guard("svc"):
+            ran.append(True)
+
+    for admission in (guarded, lambda: abrama.acquire("svc")):
+        task = asyncio.ensure_future(admission())
+        await asyncio.sleep(0)  # the admission's transaction has begun
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await all_other_tasks()  # the admission, then the hand-back it starts
+        assert permit_count(brama) == 0, "the abandoned probe permit was handed back"
+    assert ran == []
+    async with abrama.guard("svc") as permit:  # another caller may probe at once
+        assert permit.probe
+    assert (await abrama.status("svc")).state is State.CLOSED
     verify(brama.engine, "svc")
