@@ -16,7 +16,6 @@ thread's actor), as each thread is for :class:`~brama_sql.Brama`: the probe perm
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import logging
 import weakref
@@ -47,30 +46,25 @@ ASYNC_DRIVERS = {
 """The asyncio driver used for a URL that names only its database (``sqlite:///brama.db``,
 ``postgresql://...``, ``mysql://...``)."""
 
-_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "brama_sql_async_caller", default=None
-)
-"""The task tag of the caller whose call the current bridged task runs."""
-_task_numbers: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+_tags: weakref.WeakKeyDictionary[asyncio.Future[Any], str] = weakref.WeakKeyDictionary()
+"""The caller of each task: ``task-N`` for a task of the application, and for a bridged call's
+task the tag of the task that made the call."""
 _numbers = itertools.count(1)
 
 
 def task_tag() -> str | None:
     """``task-N`` naming the asyncio task running now (numbers are never reused within a
-    process), the caller a bridged call runs for, or ``None`` outside any task."""
-    tag = _caller.get()
-    if tag is not None:
-        return tag
+    process), or in a bridged call's task the caller it runs for; ``None`` outside any task."""
     try:
         task = asyncio.current_task()
     except RuntimeError:  # no running event loop
         return None
     if task is None:
         return None
-    number = _task_numbers.get(task)
-    if number is None:
-        number = _task_numbers[task] = next(_numbers)
-    return f"task-{number}"
+    tag = _tags.get(task)
+    if tag is None:
+        tag = _tags[task] = f"task-{next(_numbers)}"
+    return tag
 
 
 async def run(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -96,11 +90,10 @@ async def admit(function: Callable[..., Permit | None], /, *args: Any) -> Permit
 
 def _start(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Task[T]:
     """The task running ``function`` in the bridge for the calling task."""
-    token = _caller.set(task_tag())
-    try:
-        inner = asyncio.ensure_future(greenlet_spawn(function, *args, **kwargs))
-    finally:
-        _caller.reset(token)
+    tag = task_tag()
+    inner = asyncio.ensure_future(greenlet_spawn(function, *args, **kwargs))
+    if tag is not None:
+        _tags[inner] = tag  # before it first runs: ensure_future only schedules it
     inner.add_done_callback(_retrieved)
     return inner
 

@@ -294,10 +294,16 @@ async def test_listeners_are_told_after_the_commit_once_per_transition(
     await abrama.register("svc", failure_threshold=2)
     told: list[tuple[Event, State]] = []
 
+    spawned: list[tuple[str, str]] = []
+
+    async def actor_of_a_new_task(event: Event) -> None:
+        spawned.append((event.actor, abrama.actor()))
+
     @abrama.on_state_change
     def remember(event: Event) -> None:
         # Committed already: another connection sees the new state.
         told.append((event, brama.status("svc").state))
+        asyncio.get_running_loop().create_task(actor_of_a_new_task(event))
 
     await abrama.failure("svc")
     await asyncio.gather(*(abrama.failure("svc") for _ in range(5)))
@@ -313,6 +319,11 @@ async def test_listeners_are_told_after_the_commit_once_per_transition(
     remember.remove()
     await abrama.open("svc")
     assert len(told) == 3
+    await asyncio.sleep(0)
+    assert len(spawned) == 3
+    assert all(reporter != spawned_task for reporter, spawned_task in spawned), (
+        "a task started by a listener is a caller of its own"
+    )
 
 
 async def test_a_cancelled_call_still_finishes_its_transaction(
