@@ -20,6 +20,7 @@ from brama_sql.guard import Guard
 from brama_sql.listeners import Listener
 from brama_sql.permit import Permit
 from brama_sql.records import ConnectionReport, ConnectionStatus, Event, Report, Transition
+from brama_sql.status_page import status_page_data, status_page_html
 
 if TYPE_CHECKING:
     from brama_sql.async_brama import AsyncBrama
@@ -81,4 +82,6 @@ __all__ = [
     "SchemaError",
     "State",
     "Transition",
+    "status_page_data",
+    "status_page_html",
 ]

@@ -96,6 +96,7 @@ FEATURE_PAGES = [
     DOCS / "listeners.md",
     DOCS / "fast-modes.md",
     DOCS / "asyncio.md",
+    DOCS / "status-page.md",
     DOCS / "operating.md",
 ]
 """Pages of features whose runnable examples run too."""
