@@ -169,27 +169,7 @@ class Brama:
             raise ArgumentTypeError(
                 f'clock must be a callable or "database", not {type(clock).__name__}'
             )
-        if isinstance(url, Engine):
-            self.engine, owns_engine = url, False
-        elif isinstance(url, (str, URL)):
-            url = _database_url(url)
-            try:
-                built = engines.build(url, self.lock_timeout, io_timeout=self.io_timeout)
-                self.engine, owns_engine = built, True
-            except ArgumentError as error:
-                raise InvalidArgumentError(
-                    f"url {_shown(url)} cannot be used: {error}", argument="url"
-                ) from error
-            except ImportError as error:
-                raise InvalidArgumentError(
-                    f"url {_shown(url)} needs a driver that is not installed ({error}): install "
-                    "brama_sql[postgres] for PostgreSQL, brama_sql[mysql] for MySQL/MariaDB",
-                    argument="url",
-                ) from error
-        else:
-            raise ArgumentTypeError(
-                f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
-            )
+        self.engine, owns_engine = self._engine_for(url)
         self._owns_engine = owns_engine
         allowance = self.io_timeout
         if owns_engine:
@@ -209,6 +189,30 @@ class Brama:
             self._batcher = Batcher(self._store.record_successes, window)
         self._first_uses = FirstUses()
         self._token = uuid.uuid4().hex[:8]
+
+    def _engine_for(self, url: object) -> tuple[Engine, bool]:
+        """The engine to use for the ``url`` argument, and whether brama_sql built it."""
+        if isinstance(url, Engine):
+            return url, False
+        elif isinstance(url, (str, URL)):
+            url = _database_url(url)
+            try:
+                built = engines.build(url, self.lock_timeout, io_timeout=self.io_timeout)
+                return built, True
+            except ArgumentError as error:
+                raise InvalidArgumentError(
+                    f"url {_shown(url)} cannot be used: {error}", argument="url"
+                ) from error
+            except ImportError as error:
+                raise InvalidArgumentError(
+                    f"url {_shown(url)} needs a driver that is not installed ({error}): install "
+                    "brama_sql[postgres] for PostgreSQL, brama_sql[mysql] for MySQL/MariaDB",
+                    argument="url",
+                ) from error
+        else:
+            raise ArgumentTypeError(
+                f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
+            )
 
     def __repr__(self) -> str:
         return f"Brama({self.engine.url.render_as_string(hide_password=True)!r})"

@@ -95,6 +95,7 @@ FEATURE_PAGES = [
     DOCS / "protecting-calls.md",
     DOCS / "listeners.md",
     DOCS / "fast-modes.md",
+    DOCS / "asyncio.md",
     DOCS / "status-page.md",
     DOCS / "operating.md",
 ]
