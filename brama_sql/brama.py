@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, get_args
 
@@ -22,7 +22,7 @@ from sqlalchemy.pool import StaticPool
 
 from brama_sql import circuit as machine
 from brama_sql import engine as engines
-from brama_sql import migration, validation
+from brama_sql import migration, reporting, validation
 from brama_sql.availability import AvailabilityCache
 from brama_sql.batching import Batcher
 from brama_sql.circuit import Cause, Kind, Settings
@@ -43,10 +43,10 @@ from brama_sql.options import Registration, changes, describe
 from brama_sql.permit import Permit, new_token, tagged
 from brama_sql.policies import Policies
 from brama_sql.pruning import BATCH_SIZE, Pruner
-from brama_sql.records import ConnectionStatus, Event, Transition
+from brama_sql.records import ConnectionStatus, Event, Report, Transition
 from brama_sql.rows import Identity
 from brama_sql.schema import connections, events, stored_scope
-from brama_sql.store import Admission, Buffered, Refusal, Store
+from brama_sql.store import PAGE_SIZE, Admission, Buffered, Refusal, Store
 from brama_sql.transaction import Transactions
 
 if TYPE_CHECKING:
@@ -180,27 +180,7 @@ class Brama:
             raise ArgumentTypeError(
                 f'clock must be a callable or "database", not {type(clock).__name__}'
             )
-        if isinstance(url, Engine):
-            self.engine, owns_engine = url, False
-        elif isinstance(url, (str, URL)):
-            url = _database_url(url)
-            try:
-                built = engines.build(url, self.lock_timeout, io_timeout=self.io_timeout)
-                self.engine, owns_engine = built, True
-            except ArgumentError as error:
-                raise InvalidArgumentError(
-                    f"url {_shown(url)} cannot be used: {error}", argument="url"
-                ) from error
-            except ImportError as error:
-                raise InvalidArgumentError(
-                    f"url {_shown(url)} needs a driver that is not installed ({error}): install "
-                    "brama_sql[postgres] for PostgreSQL, brama_sql[mysql] for MySQL/MariaDB",
-                    argument="url",
-                ) from error
-        else:
-            raise ArgumentTypeError(
-                f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
-            )
+        self.engine, owns_engine = self._engine_for(url)
         self._owns_engine = owns_engine
         allowance = self.io_timeout
         if owns_engine:
@@ -220,6 +200,30 @@ class Brama:
             self._batcher = Batcher(self._store.record_successes, window)
         self._first_uses = FirstUses()
         self._token = uuid.uuid4().hex[:8]
+
+    def _engine_for(self, url: object) -> tuple[Engine, bool]:
+        """The engine to use for the ``url`` argument, and whether brama_sql built it."""
+        if isinstance(url, Engine):
+            return url, False
+        elif isinstance(url, (str, URL)):
+            url = _database_url(url)
+            try:
+                built = engines.build(url, self.lock_timeout, io_timeout=self.io_timeout)
+                return built, True
+            except ArgumentError as error:
+                raise InvalidArgumentError(
+                    f"url {_shown(url)} cannot be used: {error}", argument="url"
+                ) from error
+            except ImportError as error:
+                raise InvalidArgumentError(
+                    f"url {_shown(url)} needs a driver that is not installed ({error}): install "
+                    "brama_sql[postgres] for PostgreSQL, brama_sql[mysql] for MySQL/MariaDB",
+                    argument="url",
+                ) from error
+        else:
+            raise ArgumentTypeError(
+                f"url must be a database URL or an SQLAlchemy Engine, not {type(url).__name__}"
+            )
 
     def __repr__(self) -> str:
         return f"Brama({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -503,6 +507,46 @@ class Brama:
         (``scope=None``: only unscoped); ``since`` keeps events that occurred at or after it;
         ``limit`` keeps the first ``limit`` of them.
         """
+        condition = self._event_condition(identifier, scope, since)
+        return self._store.events(condition, validation.limit(limit))
+
+    def stream_events(
+        self,
+        identifier: str | None = None,
+        *,
+        scope: str | _Every | None = EVERY_SCOPE,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Iterable[Kind | str] | None = None,
+        newest: int | None = None,
+        limit: int | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[Event]:
+        """Logged events, oldest first, as an iterator that reads the log in pages of
+        ``page_size`` events (one short transaction each), so memory stays flat on any log.
+
+        Filters as :meth:`events`, plus ``until`` (events that occurred before it) and
+        ``kinds`` (only these kinds); ``newest`` keeps the newest that many (still oldest
+        first), ``limit`` the first that many. Arguments are checked at the call; events
+        committed while the iterator runs may be included.
+        """
+        condition = self._event_condition(identifier, scope, since)
+        end = validation.moment(until, "until")
+        if end is not None:
+            condition &= events.c.occurred_at < end
+        if kinds is not None:
+            condition &= events.c.kind.in_([_kind(kind) for kind in _listed(kinds, "kinds")])
+        return self._store.stream_events(
+            condition,
+            newest=validation.limit(newest),
+            limit=validation.limit(limit),
+            page_size=validation.threshold(page_size, "page_size"),
+            every_scope_of=identifier is not None and scope is EVERY_SCOPE,
+        )
+
+    def _event_condition(
+        self, identifier: str | None, scope: str | _Every | None, since: datetime | None
+    ) -> ColumnElement[bool]:
         condition: ColumnElement[bool] = true()
         if identifier is not None:
             condition &= events.c.identifier == validation.identifier(identifier)
@@ -511,7 +555,42 @@ class Brama:
         moment = validation.moment(since, "since")
         if moment is not None:
             condition &= events.c.occurred_at >= moment
-        return self._store.events(condition, validation.limit(limit))
+        return condition
+
+    def report(
+        self, since: datetime | timedelta | float, *, scope: str | _Every | None = EVERY_SCOPE
+    ) -> Report:
+        """What happened to each registered connection from ``since`` (an aware datetime, or
+        a duration before now: seconds or a ``timedelta``) until now: reports, failures,
+        success rate, trips, total and longest time open, and the last transition.
+
+        Reads only the window's events (and one point read per connection), never the whole
+        log. Leave ``scope`` out for every scope; ``scope=None`` reports only unscoped
+        connections. A connection whose window reaches into pruned events is marked
+        ``complete=False``. See docs/operating.md.
+        """
+        if isinstance(since, datetime):
+            start: datetime | None = validation.moment(since, "since")
+            ago = timedelta(0)
+        else:
+            start = None
+            ago = timedelta(seconds=validation.seconds(since, "since"))
+        condition: ColumnElement[bool] = true()
+        logged: ColumnElement[bool] = true()
+        if scope is not EVERY_SCOPE:
+            stored = stored_scope(validation.scope(scope))
+            condition = connections.c.scope == stored
+            logged = events.c.scope == stored
+
+        def body(conn: Connection) -> Report:
+            if conn.dialect.name == "mysql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            now = self._store.now(conn)
+            begins = now - ago if start is None else start
+            window = reporting.read_window(conn, condition, logged, begins)
+            return reporting.report(window, begins, max(now, begins))
+
+        return self._store.run("report", body, write=False)
 
     # -- reports ----------------------------------------------------------------------------
 
@@ -957,6 +1036,25 @@ class Brama:
 @functools.lru_cache(maxsize=1)
 def _hostname() -> str:
     return socket.gethostname()
+
+
+def _listed(value: object, name: str) -> list[object]:
+    """The items of an iterable argument (a lone string is refused: it would be its letters)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ArgumentTypeError(f"{name} must be an iterable of kinds, not {type(value).__name__}")
+    return list(value)
+
+
+def _kind(value: object) -> str:
+    """An event kind's stored value (a :class:`Kind` or its string)."""
+    if not isinstance(value, str):
+        kind = type(value).__name__
+        raise ArgumentTypeError(f"an event kind must be a Kind or a str, not {kind}")
+    try:
+        return Kind(value).value
+    except ValueError:
+        known = ", ".join(kind.value for kind in Kind)
+        raise InvalidArgumentError(f"unknown event kind {value!r}; one of {known}") from None
 
 
 def _max_calls(value: object) -> int | None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
+import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +26,8 @@ from brama_sql.circuit import Kind
 from brama_sql.engine import DEFAULT_URL
 from brama_sql.errors import BramaError, InvalidArgumentError, NotRegisteredError, describe
 from brama_sql.pruning import BATCH_SIZE
-from brama_sql.records import ConnectionStatus, Event
+from brama_sql.records import ConnectionReport, ConnectionStatus, Event
+from brama_sql.store import PAGE_SIZE
 
 URL_ENVVAR = "BRAMA_SQL_URL"
 NO_VALUE = "-"
@@ -202,6 +205,48 @@ def _policies(item: ConnectionStatus) -> str:
     return "; ".join(parts)
 
 
+_FRACTION = re.compile(r"(T?\d{2}:\d{2}:\d{2})\.(\d{1,6})")
+
+
+def _iso_for_python_3_10(text: str) -> str:
+    """``text`` in the ISO forms that ``datetime.fromisoformat`` reads on Python 3.10 too: a
+    trailing ``Z`` as ``+00:00`` and a fraction of a second padded to six digits."""
+    if text[-1:] in ("z", "Z"):
+        text = text[:-1] + "+00:00"
+    return _FRACTION.sub(lambda found: f"{found[1]}.{found[2].ljust(6, '0')}", text, count=1)
+
+
+class _Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A moment: an ISO 8601 time (UTC unless it names a zone) or a duration before now
+    (``90s``, ``30m``, ``1h``, ``7d``, ``2w`` or seconds)."""
+
+    name = "TIME|DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        try:
+            moment = datetime.fromisoformat(_iso_for_python_3_10(text))
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+        try:
+            seconds = _Duration().convert(text, param, ctx)
+        except click.BadParameter:
+            self.fail(
+                f"{value!r} is neither an ISO time such as 2031-06-01T08:00:00Z nor a duration "
+                "such as 90s, 30m, 1h or 7d",
+                param,
+                ctx,
+            )
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+
+
+EVENT_HEADERS = ["ID", "OCCURRED AT", "SCOPE", "IDENTIFIER", "KIND", "CHANGE", "FAILURES", "REASON"]
+
+
 @main.command()
 @click.argument("identifier", required=False)
 @click.option(
@@ -209,39 +254,189 @@ def _policies(item: ConnectionStatus) -> str:
     default=None,
     help="Only this scope (an empty string selects unscoped connections). Default: every scope.",
 )
+@click.option(
+    "--since",
+    type=_Moment(),
+    default=None,
+    help="Only events at or after this time: ISO 8601 (UTC unless zoned) or 90s, 30m, 1h, 7d ago.",
+)
+@click.option(
+    "--until",
+    type=_Moment(),
+    default=None,
+    help="Only events before this time (same forms as --since).",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice([kind.value for kind in Kind]),
+    multiple=True,
+    help="Only events of this kind (repeatable).",
+)
+@click.option(
+    "--newest",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only the newest N matching events (still printed oldest first).",
+)
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many events.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of every event field.")
 @click.pass_context
 def events(
-    ctx: click.Context, identifier: str | None, scope: str | None, limit: int | None, as_json: bool
+    ctx: click.Context,
+    identifier: str | None,
+    scope: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    kinds: tuple[str, ...],
+    newest: int | None,
+    limit: int | None,
+    as_json: bool,
 ) -> None:
-    """Show the event log, oldest first: of IDENTIFIER, or of every connection."""
+    """Show the event log, oldest first: of IDENTIFIER, or of every connection.
+
+    Streams: the log is read and printed a page at a time, so any size of log prints in
+    constant memory.
+    """
     brama = _runtime(ctx).brama(ctx)
-    if scope is None:
-        logged = brama.events(identifier, limit=limit)
-    else:
-        logged = brama.events(identifier, scope=scope or None, limit=limit)
+    filters: dict[str, Any] = {"since": since, "until": until, "newest": newest, "limit": limit}
+    if scope is not None:
+        filters["scope"] = scope or None
+    if kinds:
+        filters["kinds"] = kinds
+    logged = brama.stream_events(identifier, **filters)
     if as_json:
-        click.echo(_json([_record(event) for event in logged]))
+        _stream_json(_record(event) for event in logged)
         return
-    if not logged:
+    widths: list[int] | None = None
+    page: list[list[str]] = []
+    for event in logged:
+        page.append(_event_cells(event))
+        if len(page) == PAGE_SIZE:
+            widths = _print_page(page, widths)
+            page = []
+    if page or widths is not None:
+        _print_page(page, widths)
+    else:
         click.echo("No events.")
+
+
+def _event_cells(event: Event) -> list[str]:
+    return [
+        str(event.id),
+        event.occurred_at.isoformat(sep=" ", timespec="milliseconds"),
+        _text(event.scope),
+        event.identifier,
+        event.kind.value,
+        _change(event),
+        str(event.failure_count),
+        _text(event.reason),
+    ]
+
+
+def _print_page(rows: list[list[str]], widths: list[int] | None) -> list[int]:
+    """Print a page of event rows (and the header before the first page); columns grow to
+    the widest cell seen so far, so a page never needs the ones after it."""
+    first = widths is None
+    grown = [
+        max(
+            [len(row[i]) for row in [EVENT_HEADERS, *rows]]
+            + ([] if widths is None else [widths[i]])
+        )
+        for i in range(len(EVENT_HEADERS))
+    ]
+    lines = _table(EVENT_HEADERS, rows, numeric={0, 6}, widths=grown).split("\n")
+    click.echo("\n".join(lines if first else lines[1:]))
+    return grown
+
+
+def _stream_json(items: Iterable[dict[str, Any]]) -> None:
+    """Print ``items`` as one indented JSON list, an item at a time."""
+    opened = False
+    for item in items:
+        text = textwrap.indent(_json(item), "  ")
+        click.echo(("[\n" if not opened else ",\n") + text, nl=False)
+        opened = True
+    click.echo("\n]" if opened else "[]")
+
+
+@main.command()
+@click.option(
+    "--since",
+    type=_Moment(),
+    default="1h",
+    show_default=True,
+    help="Start of the window: ISO 8601 (UTC unless zoned) or 90s, 30m, 1h, 7d ago.",
+)
+@click.option(
+    "--scope",
+    default=None,
+    help="Only this scope (an empty string selects unscoped connections). Default: every scope.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def report(ctx: click.Context, since: datetime, scope: str | None, as_json: bool) -> None:
+    """Per connection since a moment: reports, failures, success rate, trips, time open."""
+    brama = _runtime(ctx).brama(ctx)
+    found = brama.report(since) if scope is None else brama.report(since, scope=scope or None)
+    if as_json:
+        click.echo(
+            _json(
+                {
+                    "since": found.since.isoformat(),
+                    "until": found.until.isoformat(),
+                    "connections": [_record(item) for item in found.connections],
+                }
+            )
+        )
         return
-    headers = ["ID", "OCCURRED AT", "SCOPE", "IDENTIFIER", "KIND", "CHANGE", "FAILURES", "REASON"]
+    window = _duration((found.until - found.since).total_seconds())
+    click.echo(
+        f"From {found.since.isoformat(sep=' ', timespec='seconds')} "
+        f"to {found.until.isoformat(sep=' ', timespec='seconds')} ({window})."
+    )
+    if not found.connections:
+        click.echo("No connections registered.")
+        return
+    headers = [
+        "SCOPE",
+        "IDENTIFIER",
+        "STATE",
+        "REPORTS",
+        "FAILED",
+        "SUCCESS RATE",
+        "TRIPS",
+        "OPEN FOR",
+        "LONGEST OPEN",
+        "LAST TRANSITION",
+    ]
     rows = [
         [
-            str(event.id),
-            event.occurred_at.isoformat(sep=" ", timespec="milliseconds"),
-            _text(event.scope),
-            event.identifier,
-            event.kind.value,
-            _change(event),
-            str(event.failure_count),
-            _text(event.reason),
+            _text(item.scope),
+            item.identifier + ("" if item.complete else " *"),
+            item.state.value,
+            str(item.reports),
+            str(item.failures),
+            NO_VALUE if item.success_rate is None else f"{item.success_rate:.1%}",
+            str(item.trips),
+            _duration(item.time_open),
+            _duration(item.longest_open),
+            _last_transition(item, found.until),
         ]
-        for event in logged
+        for item in found.connections
     ]
-    click.echo(_table(headers, rows, numeric={0, 6}))
+    click.echo(_table(headers, rows, numeric={3, 4, 5, 6, 7, 8}))
+    if not all(item.complete for item in found.connections):
+        click.echo("*: events of this window were pruned; counts cover the events left.")
+
+
+def _last_transition(item: ConnectionReport, now: datetime) -> str:
+    if item.last_transition_at is None:
+        return NO_VALUE
+    ago = _duration(max(0.0, (now - item.last_transition_at).total_seconds()))
+    if item.last_transition_to is None:
+        return f"{ago} ago (pruned)"
+    return f"{item.last_transition_from} -> {item.last_transition_to} {ago} ago"
 
 
 class _OptionalNumber(click.ParamType):  # type: ignore[type-arg,unused-ignore]
@@ -534,9 +729,15 @@ def _duration(seconds: float) -> str:
     return f"{whole // 86_400}d {whole % 86_400 // 3600:02d}h"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]) -> str:
-    """Columns padded to their widest cell; ``numeric`` columns are right-aligned."""
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric: set[int],
+    widths: Sequence[int] | None = None,
+) -> str:
+    """Columns padded to their widest cell (or ``widths``); ``numeric`` columns right-aligned."""
+    if widths is None:
+        widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
         padded = [
@@ -548,7 +749,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[i
     return "\n".join([line(headers), *(line(row) for row in rows)])
 
 
-def _record(item: ConnectionStatus | Event) -> dict[str, Any]:
+def _record(item: ConnectionStatus | Event | ConnectionReport) -> dict[str, Any]:
     return {field.name: _plain(getattr(item, field.name)) for field in dataclasses.fields(item)}
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
 from brama_sql.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger("brama_sql")
 
@@ -103,6 +106,64 @@ def build(
     return engine
 
 
+def build_async(
+    url: str | URL,
+    lock_timeout: float,
+    *,
+    io_timeout: float = IO_TIMEOUT_S,
+    migrating: bool = False,
+) -> AsyncEngine:
+    """Create an asyncio engine for ``url`` (``sqlite+aiosqlite``, ``postgresql+psycopg``,
+    ``mysql+aiomysql``: the tested ones) with the session settings :func:`build` makes,
+    made by listeners on its ``sync_engine`` when a connection is opened.
+
+    What differs from :func:`build`: the asyncio MySQL drivers have no read and write timeouts
+    (only the watchdog bounds a call there, see :mod:`brama_sql.watchdog`), and an in-memory
+    SQLite database is refused (one connection shared by every task would interleave their
+    transactions): use a file.
+    """
+    from sqlalchemy.ext.asyncio import create_async_engine  # needs greenlet: the async extra
+
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    connect = max(1, math.ceil(io_timeout))
+    if backend in ("postgresql", "mysql") and migrating:
+        arguments = _unless_in(parsed, {}, connect_timeout=max(connect, 5))
+        return create_async_engine(parsed, connect_args=arguments)
+    if backend == "postgresql":
+        arguments = _postgresql_arguments(parsed, lock_timeout, connect)
+        return create_async_engine(parsed, connect_args=arguments)
+    if backend == "mysql":
+        arguments = _unless_in(
+            parsed,
+            {},
+            init_command=f"SET SESSION innodb_lock_wait_timeout = {whole_seconds(lock_timeout)}",
+            connect_timeout=io_timeout,
+            charset="utf8mb4",
+        )
+        engine = create_async_engine(
+            parsed, isolation_level="READ COMMITTED", connect_args=arguments
+        )
+        _prepare_mysql_sessions(engine.sync_engine, lock_timeout, io_timeout)
+        return engine
+    if backend != "sqlite":
+        return create_async_engine(parsed, pool_pre_ping=True)
+    synchronous = _sqlite_synchronous(parsed)
+    parsed = parsed.difference_update_query([SYNCHRONOUS])
+    if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed):
+        raise InvalidArgumentError(
+            "AsyncBrama needs an SQLite database file (sqlite+aiosqlite:///path.db), not an "
+            "in-memory database: its one connection would be shared by every task",
+            argument="url",
+        )
+    engine = create_async_engine(parsed)
+    busy = MIGRATION_WAIT_S if migrating else lock_timeout
+    _take_over_sqlite_transactions(
+        engine.sync_engine, wal=True, busy_ms=milliseconds(busy), synchronous=synchronous
+    )
+    return engine
+
+
 def milliseconds(seconds: float) -> int:
     """A lock wait limit in whole milliseconds, at least one."""
     return max(1, round(seconds * 1000))
@@ -177,7 +238,9 @@ def _prepare_mysql_sessions(engine: Engine, lock_timeout: float, io_timeout: flo
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
-        if "mariadb" in str(dbapi_connection.get_server_info()).lower():
+        # An asyncio driver's connection is wrapped in SQLAlchemy's adapter.
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        if "mariadb" in str(driver.get_server_info()).lower():
             # Still under the connect-time read timeout (and the call's watchdog).
             cursor = dbapi_connection.cursor()
             cursor.execute(f"SET SESSION idle_transaction_timeout = {idle}")
@@ -239,6 +302,13 @@ def _take_over_sqlite_transactions(
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def sqlite_in_transaction(dbapi_connection: Any) -> bool:
+    """Whether an SQLite driver connection (sqlite3's, or aiosqlite's behind SQLAlchemy's
+    adapter) is inside a transaction."""
+    driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    return bool(driver.in_transaction)
+
+
 def _use_wal(cursor: Any) -> bool:
     """Switch the database file to WAL journaling, once: the mode is stored in the file.
 
@@ -246,10 +316,14 @@ def _use_wal(cursor: Any) -> bool:
     all but one may be refused; they go on in the old mode (still correct, only slower) until
     their next connection, which finds the file in WAL already. Returns whether it is in WAL.
     """
-    if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+    # execute() and fetchone() apart: the cursor of SQLAlchemy's aiosqlite adapter returns
+    # no cursor from execute().
+    cursor.execute("PRAGMA journal_mode")
+    if cursor.fetchone()[0] == "wal":
         return True
     try:
-        return bool(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        return bool(cursor.fetchone()[0] == "wal")
     except sqlite3.OperationalError:
         logger.debug("another connection holds the SQLite database; WAL is switched on later")
         return False

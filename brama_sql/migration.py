@@ -29,7 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-from brama_sql.engine import WRITE
+from brama_sql.engine import WRITE, sqlite_in_transaction
 from brama_sql.errors import SchemaError
 from brama_sql.schema import TABLE_PREFIX, metadata
 
@@ -434,6 +434,6 @@ def _serialised(connection: Connection) -> Iterator[None]:
         # whose driver begins lazily gets BEGIN IMMEDIATE here.
         connection.exec_driver_sql("SELECT 1")
         driver = connection.connection.dbapi_connection
-        if driver is not None and not driver.in_transaction:
+        if driver is not None and not sqlite_in_transaction(driver):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield

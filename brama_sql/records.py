@@ -104,3 +104,49 @@ class Transition:
     to_state: State
     occurred_at: datetime
     reason: str | None
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    """What happened to one registered connection in a report's window (see
+    :meth:`Brama.report`): counted from the window's events, never from the whole log."""
+
+    identifier: str
+    scope: str | None
+    state: State
+    """The circuit's state at the end of the window (a due expiry applied, as ``status()``)."""
+    reports: int
+    """Success and failure reports logged in the window."""
+    successes: int
+    failures: int
+    success_rate: float | None
+    """``successes / reports``; ``None`` when the window holds no report."""
+    trips: int
+    """Transitions to ``open`` in the window (by reports or by hand)."""
+    time_open: float
+    """Seconds the circuit spent open in the window: each episode from its transition to
+    ``open`` (or the window's start, if it was open then) until it left ``open`` (its expiry
+    elapsed, or it was closed) or the window's end."""
+    longest_open: float
+    """Seconds of the longest single open episode within the window (``0.0`` if none)."""
+    last_transition_at: datetime | None
+    """When the circuit last changed state (at any time, not only in the window)."""
+    last_transition_from: State | None
+    last_transition_to: State | None
+    last_transition_cause: Cause | None
+    """The last transition's states and cause; ``None`` when its event was pruned (its time
+    stays known) or the circuit never changed state."""
+    complete: bool
+    """``False`` when :meth:`Brama.prune` deleted events of this connection from within the
+    window: the counts and open times cover only the events the log still holds."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """:meth:`Brama.report`'s answer: one :class:`ConnectionReport` per registered connection
+    (by scope, then identifier) over the window from ``since`` to ``until``."""
+
+    since: datetime
+    until: datetime
+    """The moment the report was read (the injectable clock's now)."""
+    connections: list[ConnectionReport]

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import MANUAL_ACTIONS, Cause, Circuit, Kind, Occurrence, Settings, State
+from brama_sql.engine import sqlite_in_transaction
 from brama_sql.errors import BramaError
 from brama_sql.records import Event
 from brama_sql.rows import Identity, circuit_of, event_record, settings_of
@@ -319,6 +320,10 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
             conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             driver = conn.connection.dbapi_connection
-            if conn.dialect.name == "sqlite" and driver is not None and not driver.in_transaction:
+            if (
+                conn.dialect.name == "sqlite"
+                and driver is not None
+                and not sqlite_in_transaction(driver)
+            ):
                 conn.exec_driver_sql("BEGIN")  # pysqlite would run each read on its own
             yield conn

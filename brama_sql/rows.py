@@ -92,7 +92,13 @@ def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
     return select(
         connections,
         select(func.count()).where(tail).scalar_subquery().label("tail_successes"),
-        select(func.max(events.c.occurred_at)).where(tail).scalar_subquery().label("tail_latest"),
+        # coalesce(x, x): not the bare column, so PostgreSQL does not turn the max() into a
+        # backward scan of the (connection_id, occurred_at) index filtered on id, which reads
+        # the connection's whole log when its tail is empty; it aggregates the tail's range.
+        select(func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at)))
+        .where(tail)
+        .scalar_subquery()
+        .label("tail_latest"),
     ).where(condition)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 import functools
+import heapq
+import itertools
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, overload
@@ -769,9 +771,73 @@ class Store:
         # The records are made after the transaction: a long one would sit idle meanwhile.
         return [event_record(row) for row in self.run("events", body, write=False)]
 
+    def stream_events(
+        self,
+        condition: ColumnElement[bool],
+        *,
+        newest: int | None,
+        limit: int | None,
+        page_size: int,
+        every_scope_of: bool = False,
+    ) -> Iterator[Event]:
+        """Logged events matching ``condition``, oldest first, read in pages of ``page_size``
+        by id (keyset: each page is one short transaction starting after the last id seen), so
+        at most one page is held whatever the log's length. ``newest``: only the newest that
+        many; ``limit``: at most that many (the first ones).
+
+        ``every_scope_of``: ``condition`` names an identifier but no scope. Its events are then
+        read as one keyset stream per scope, each a range of ``(identifier, scope, id)``, merged
+        by id: a page of the identifier across scopes would have to sort all its events."""
+        after = 0
+        if newest is not None:
+            if newest == 0:
+                return
+
+            def first_of_newest(conn: Connection) -> int | None:
+                query = select(events.c.id).where(condition).order_by(events.c.id.desc())
+                return conn.execute(query.limit(1).offset(newest - 1)).scalar_one_or_none()
+
+            first = self.run("events", first_of_newest, write=False)
+            after = 0 if first is None else first - 1
+        if every_scope_of:
+
+            def scopes(conn: Connection) -> list[str]:
+                found = conn.execute(select(events.c.scope).where(condition).distinct())
+                return [scope for (scope,) in found]
+
+            streams = [
+                self._pages(condition & (events.c.scope == scope), after, page_size)
+                for scope in self.run("events", scopes, write=False)
+            ]
+            rows: Iterator[Row[Any]] = heapq.merge(*streams, key=lambda row: int(row.id))
+        else:
+            rows = self._pages(condition, after, page_size)
+        for row in itertools.islice(rows, limit):
+            yield event_record(row)
+
+    def _pages(
+        self, condition: ColumnElement[bool], after: int, page_size: int
+    ) -> Iterator[Row[Any]]:
+        """The log's rows matching ``condition`` with ids above ``after``, in id order, a page
+        of ``page_size`` per transaction."""
+        while True:
+
+            def page(conn: Connection, after: int = after) -> Sequence[Row[Any]]:
+                query = select(events).where(condition, events.c.id > after)
+                return conn.execute(query.order_by(events.c.id).limit(page_size)).all()
+
+            rows = self.run("events", page, write=False)
+            yield from rows
+            if len(rows) < page_size:
+                return
+            after = rows[-1].id
+
 
 # -- row helpers ----------------------------------------------------------------------------
 
+
+PAGE_SIZE = 500
+"""Events per page of :meth:`Store.stream_events`: the most it holds at once."""
 
 FOLD_GAP = 1000
 """A healthy success whose event id is this far past its row's ``tallied_through`` folds the

@@ -12,8 +12,10 @@ It is fork-safe: in a forked child it never uses a connection the parent opened 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +35,7 @@ from sqlalchemy.pool import StaticPool
 
 from brama_sql import engine as engines
 from brama_sql import fork, migration, watchdog
-from brama_sql.engine import WRITE
+from brama_sql.engine import WRITE, sqlite_in_transaction
 from brama_sql.errors import (
     BramaDatabaseError,
     BramaError,
@@ -237,7 +239,7 @@ class Transactions:
                     return self._once(confirm, True, deadline)
             except (SQLAlchemyError, _CommitUnknown) as error:
                 failure = error
-                time.sleep(min(CONFIRM_PAUSE_S, max(0.0, deadline - watchdog.monotonic())))
+                sleep(min(CONFIRM_PAUSE_S, max(0.0, deadline - watchdog.monotonic())))
         raise ReportOutcomeUnknownError(operation, unknown.cause) from failure
 
     def _once(self, body: Callable[[Connection], T], write: bool, deadline: float) -> T:
@@ -311,7 +313,7 @@ class Transactions:
             )
         elif dialect == "sqlite":
             driver = conn.connection.dbapi_connection
-            if driver is not None and not driver.in_transaction:
+            if driver is not None and not sqlite_in_transaction(driver):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def _recheck_schema(self, error: DBAPIError) -> None:
@@ -362,7 +364,28 @@ def _isolate(conn: Connection, level: str) -> None:
 def _pause(attempt: int) -> None:
     """A short random wait before another attempt, longer after each, so that racing writers
     do not collide again in step."""
-    time.sleep(random.uniform(0.005, 0.02) * attempt)
+    sleep(random.uniform(0.005, 0.02) * attempt)
+
+
+def sleep(seconds: float) -> None:
+    """Wait ``seconds``: in a thread, by sleeping; in a call of :class:`~brama_sql.AsyncBrama`
+    (run in SQLAlchemy's greenlet under the event loop), by awaiting :func:`asyncio.sleep`,
+    so that the loop's other tasks run meanwhile."""
+    if _in_bridge():
+        from sqlalchemy.util import await_only
+
+        await_only(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
+
+
+def _in_bridge() -> bool:
+    """Whether this runs in SQLAlchemy's greenlet bridge (never without greenlet installed)."""
+    if "greenlet" not in sys.modules:
+        return False
+    from sqlalchemy.util.concurrency import in_greenlet
+
+    return in_greenlet()
 
 
 def _missing_table(error: DBAPIError) -> bool:

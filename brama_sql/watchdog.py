@@ -27,6 +27,7 @@ done has a watchdog that never asks for the GIL, so forking it is safe.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import math
@@ -71,8 +72,12 @@ class Watch:
 
 
 _armed: dict[int, Watch] = {}
-_current = threading.local()
-"""The watch of the call running in this thread, for :func:`adopt`."""
+_current: contextvars.ContextVar[Watch | None] = contextvars.ContextVar(
+    "brama_sql_watch", default=None
+)
+"""The watch of the call running in this thread, or in this asyncio task (a context
+variable: tasks sharing a thread, and the greenlets SQLAlchemy runs them in, each see their
+own), for :func:`adopt`."""
 _numbers = itertools.count()
 _lock = threading.Lock()
 _wakeup = threading.Condition(threading.Lock())
@@ -94,8 +99,7 @@ def watching(deadline: float) -> Iterator[Watch]:
         yield watch  # a bare fork's child: no watchdog (see _start)
         return
     number = next(_numbers)
-    outer = getattr(_current, "watch", None)
-    _current.watch = watch
+    outer = _current.set(watch)
     with _wakeup:
         _armed[number] = watch
         if deadline < _sleeping_until:
@@ -104,21 +108,29 @@ def watching(deadline: float) -> Iterator[Watch]:
         yield watch
     finally:
         _armed.pop(number, None)
-        _current.watch = outer
+        _current.reset(outer)
 
 
 def adopt(dbapi_connection: Any, _record: Any = None) -> None:
     """A pool event listener (``first_connect``, ``connect``): a connection being made for
     the call running in this thread is covered by that call's watch from now on."""
-    watch = getattr(_current, "watch", None)
+    watch = _current.get()
     if watch is not None:
         watch.attach(dbapi_connection)
 
 
 def cut(dbapi_connection: Any) -> None:
     """End whatever ``dbapi_connection`` is waiting for: shut its socket down, or interrupt
-    an SQLite statement. The connection is unusable afterwards (except SQLite's)."""
+    an SQLite statement. The connection is unusable afterwards (except SQLite's).
+
+    An asyncio driver's connection (wrapped in SQLAlchemy's adapter) is cut the same way: its
+    socket is shut down under the event loop (psycopg's async connection, aiomysql),
+    which then sees the connection end; aiosqlite's SQLite connection is interrupted."""
     try:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and driver is not dbapi_connection:
+            _cut_async(driver)
+            return
         pgconn = getattr(dbapi_connection, "pgconn", None)  # psycopg 3
         if pgconn is not None:
             with socket.socket(fileno=os.dup(pgconn.socket)) as duplicate:
@@ -133,6 +145,23 @@ def cut(dbapi_connection: Any) -> None:
             interrupt()
     except Exception:  # closed meanwhile: nothing left to cut
         logger.debug("watchdog: %r was already closed", dbapi_connection, exc_info=True)
+
+
+def _cut_async(driver: Any) -> None:
+    """Cut an asyncio driver's connection from the watchdog's thread."""
+    if getattr(driver, "pgconn", None) is not None:  # psycopg 3's AsyncConnection
+        cut(driver)
+        return
+    sqlite = getattr(driver, "_conn", None)  # aiosqlite: the sqlite3 connection in its thread
+    if sqlite is not None and hasattr(sqlite, "interrupt"):
+        sqlite.interrupt()
+        return
+    writer = getattr(driver, "_writer", None)  # aiomysql: an asyncio stream
+    transport = getattr(writer, "transport", None)
+    raw = None if transport is None else transport.get_extra_info("socket")
+    if raw is not None:
+        with socket.socket(fileno=os.dup(raw.fileno())) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
 
 
 def _start() -> bool:

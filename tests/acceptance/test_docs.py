@@ -98,6 +98,9 @@ FEATURE_PAGES = [
     DOCS / "forced-states.md",
     DOCS / "backoff.md",
     DOCS / "failure-rate.md",
+    DOCS / "asyncio.md",
+    DOCS / "status-page.md",
+    DOCS / "operating.md",
 ]
 """Pages of features whose runnable examples run too."""
 
@@ -176,7 +179,14 @@ def write_history(make_brama: Callable[..., Brama]) -> Scenario:
 
 # -- normalising what the drivers return ------------------------------------------------------
 
-TIME_COLUMNS = {"opened_at", "registered_at", "occurred_at", "gone_at", "last_seen"}
+TIME_COLUMNS = {
+    "opened_at",
+    "registered_at",
+    "occurred_at",
+    "gone_at",
+    "last_seen",
+    "last_transition_at",
+}
 
 
 def as_utc(value: object) -> datetime | None:
@@ -203,9 +213,10 @@ def plain(column: str, value: object) -> object:
 def run_query(url: URL, sql: str, parameters: dict[str, Any]) -> list[dict[str, object]]:
     """Run ``sql`` with the parameters it names; rows as dicts of normalised cells."""
     statement = text(sql)
-    if ":since" in sql:
-        statement = statement.bindparams(bindparam("since", type_=UTCDateTime()))
     used = {name: value for name, value in parameters.items() if f":{name}" in sql}
+    for name, value in used.items():
+        if isinstance(value, datetime):
+            statement = statement.bindparams(bindparam(name, type_=UTCDateTime()))
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
@@ -338,6 +349,49 @@ def check_removed_connections(rows: list[dict[str, object]], scenario: Scenario)
     ]
 
 
+def check_report_counts(rows: list[dict[str, object]], scenario: Scenario) -> None:
+    """Reports, failures, trips and the last transition of each registration since 08:00."""
+    assert pick(rows, "scope", "identifier", "reports", "failures", "success_rate", "trips") == [
+        ("", "mailer", 0, 0, None, 0),
+        ("", "search", 2, 1, 0.5, 1),
+        ("shop", "inventory", 5, 2, 0.6, 0),
+        ("shop", "legacy", 0, 0, None, 0),  # the new registration's window is empty
+        ("shop", "payments", 4, 4, 0.0, 2),
+    ]
+    assert pick(rows, "identifier", "last_transition_at", "last_from", "last_to", "last_cause") == [
+        ("mailer", None, None, None, None),
+        ("search", at(8, 20), "closed", "open", "manual_open"),
+        ("inventory", at(8, 2), "unknown", "closed", "report"),
+        ("legacy", None, None, None, None),
+        ("payments", at(8, 10), "half_open", "open", "report"),
+    ]
+    assert {row["complete"] for row in rows} == {1}
+
+
+def check_report_open_time(rows: list[dict[str, object]], scenario: Scenario) -> None:
+    """Until 08:30: payments open 08:01:20-08:02:20 and 08:10-08:11 (an expiry not logged
+    yet), search open by hand since 08:20."""
+    found = [
+        (row["scope"], row["identifier"], round(float(row["time_open"]), 3))  # type: ignore[arg-type]
+        for row in rows
+    ]
+    assert found == [
+        ("", "mailer", 0.0),
+        ("", "search", 600.0),
+        ("shop", "inventory", 0.0),
+        ("shop", "legacy", 0.0),
+        ("shop", "payments", 120.0),
+    ]
+    longest = {row["identifier"]: round(float(row["longest_open"]), 3) for row in rows}  # type: ignore[arg-type]
+    assert longest == {
+        "mailer": 0.0,
+        "search": 600.0,
+        "inventory": 0.0,
+        "legacy": 0.0,
+        "payments": 60.0,
+    }
+
+
 CHECKS: dict[str, Callable[[list[dict[str, object]], Scenario], None]] = {
     "current_state": check_current_state,
     "open_circuits": check_open_circuits,
@@ -347,16 +401,44 @@ CHECKS: dict[str, Callable[[list[dict[str, object]], Scenario], None]] = {
     "failure_reasons": check_failure_reasons,
     "never_reported": check_never_reported,
     "removed_connections": check_removed_connections,
+    "report_counts": check_report_counts,
+    "report_open_time_postgresql": check_report_open_time,
+    "report_open_time_mysql": check_report_open_time,
+    "report_open_time_sqlite": check_report_open_time,
 }
-PARAMETERS = {"since": START, "identifier": "payments", "scope": "shop"}
+PARAMETERS = {
+    "since": START,
+    "until": at(8, 30),
+    "hour_before": at(7),
+    "identifier": "payments",
+    "scope": "shop",
+}
+DIALECTS = ("postgresql", "mysql", "sqlite")
+
+
+def query_dialect(name: str) -> str | None:
+    """The dialect a query is written for (its name ends with it), or ``None``: portable."""
+    return next((dialect for dialect in DIALECTS if name.endswith(f"_{dialect}")), None)
 
 
 def test_every_documented_query_has_a_check() -> None:
     assert list(reporting_queries()) == list(CHECKS)
 
 
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_reporting_query(name: str, db_url: URL, make_brama: Callable[..., Brama]) -> None:
+QUERY_CASES = [
+    pytest.param(name, dialect, id=f"{name}-{dialect}")
+    for name in CHECKS
+    for dialect in DIALECTS
+    if query_dialect(name) in (None, dialect)
+]
+"""Each query on every dialect it is written for (a portable one on all three)."""
+
+
+@pytest.mark.parametrize(("name", "dialect"), QUERY_CASES, indirect=["dialect"])
+def test_reporting_query(
+    name: str, dialect: str, db_url: URL, make_brama: Callable[..., Brama]
+) -> None:
+    assert db_url.get_backend_name() == dialect
     sql = reporting_queries()[name]
     scenario = write_history(make_brama)
     rows = run_query(db_url, sql, PARAMETERS)
@@ -460,3 +542,31 @@ def test_links_between_pages_resolve() -> None:
             elif fragment and fragment not in anchors(linked):
                 broken.append(f"{page.relative_to(DOCS)} -> {target}#{fragment}")
     assert broken == []
+
+
+# -- the alerting rules of the operating page -------------------------------------------------
+
+OPERATING = DOCS / "operating.md"
+RULES_BLOCK = re.compile(r"<!-- prometheus-rules -->\s*\n```yaml\n(?P<rules>.*?)\n```", re.S)
+
+
+def test_the_alerting_rules_name_metrics_the_collector_exposes(tmp_path: Path) -> None:
+    from brama_sql.contrib.prometheus import metrics_exposition
+
+    rules = RULES_BLOCK.search(OPERATING.read_text(encoding="utf-8"))
+    assert rules is not None
+    expressions = re.findall(r"^\s*expr: (.+)$", rules["rules"], flags=re.M)
+    assert len(expressions) == 3
+    named = set(re.findall(r"\bbrama_sql_\w+", " ".join(expressions)))
+    brama = Brama(f"sqlite:///{tmp_path / 'rules.db'}", failure_threshold=1)
+    try:
+        brama.migrate()
+        brama.register("svc")
+        brama.failure("svc")
+        body, _ = metrics_exposition(brama)
+    finally:
+        brama.dispose()
+    exposed = set(re.findall(r"^(brama_sql_\w+)[{ ]", body.decode(), flags=re.M))
+    assert named and named <= exposed, named - exposed
+    for label in re.findall(r"by \(([^)]*)\)", " ".join(expressions)):
+        assert {name.strip() for name in label.split(",")} == {"identifier", "scope"}

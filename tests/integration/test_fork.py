@@ -60,6 +60,10 @@ REPORTS = 200
 PRIMING_THREADS = 3
 PRIMING_REPORTS = 5
 WAIT_S = 60.0
+LOCK_TIMEOUT_S = 30.0
+"""How long the reports of the nine racing processes may wait for the row lock (SQLite's
+database lock): these tests check connection hygiene, not lock waits, and a loaded machine may
+keep one writer waiting past the default 5 s."""
 """The bound on anything a test waits for: children, a server, requests."""
 FORK = multiprocessing.get_context("fork")
 HERE = Path(__file__).resolve().parent
@@ -320,7 +324,7 @@ def report_in_children(
 
 
 def test_children_never_use_the_parents_connections(make_brama: Callable[..., Brama]) -> None:
-    brama = make_brama()
+    brama = make_brama(lock_timeout=LOCK_TIMEOUT_S)
     report_in_children(brama, Tracker(brama.engine))
 
 
@@ -329,7 +333,9 @@ def test_children_never_use_the_parents_connections_of_a_host_engine(db_url: URL
     tracker = Tracker(engine)
     try:
         # Half the volume of the test above (the file stays well under a minute on 2 cores).
-        report_in_children(Brama(engine), tracker, reports=REPORTS // 2)
+        report_in_children(
+            Brama(engine, lock_timeout=LOCK_TIMEOUT_S), tracker, reports=REPORTS // 2
+        )
         with engine.connect() as connection:  # the host's own use of its engine goes on
             connection.exec_driver_sql("SELECT 1")
         assert tracker.strays == [] and tracker.invalidated == []
@@ -342,7 +348,7 @@ def test_a_fork_that_skips_pythons_handlers_is_caught_before_first_use(
 ) -> None:
     """C code that calls ``fork()`` itself (uWSGI by default) runs no at-fork handler:
     brama_sql notices the new pid before the child's first use."""
-    brama = make_brama()
+    brama = make_brama(lock_timeout=LOCK_TIMEOUT_S)
     report_in_children(brama, Tracker(brama.engine), c_fork=True, reports=REPORTS // 2)
 
 

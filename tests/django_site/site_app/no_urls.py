@@ -1,0 +1,3 @@
+"""No URLs: the settings with brama_sql alone."""
+
+urlpatterns: list[object] = []
