@@ -13,6 +13,7 @@ from freezegun.api import FrozenDateTimeFactory
 
 from brama_sql import Brama, Cause, CircuitOpenError, Kind, NotRegisteredError, State
 from brama_sql.replay import verify
+from brama_sql.status_page import status_page_data, status_page_html
 
 T0 = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
 
@@ -162,3 +163,19 @@ def test_the_availability_cache_and_batched_reports_honour_forced_states(
     assert status.state is State.FORCED_OPEN
     assert (status.total_successes, status.total_failures) == (4, 3)
     verify(other.engine, "svc")
+
+
+def test_the_status_page_and_the_report_show_forced_states(
+    brama: Brama, clock: FrozenDateTimeFactory
+) -> None:
+    brama.register("held")
+    brama.register("quiet")
+    brama.force_open("held")
+    brama.disable("quiet")
+    clock.tick(timedelta(minutes=10))
+    page = status_page_html(brama)
+    assert "forced-open: 1" in page and "disabled: 1" in page
+    assert 'class="seg-forced_open"' in page and 'class="seg-disabled"' in page
+    assert status_page_data(brama)["states"]["forced_open"] == 1
+    (held,) = [item for item in brama.report(T0).connections if item.identifier == "held"]
+    assert (held.trips, held.time_open) == (1, 600.0), "forced open counts as open"
