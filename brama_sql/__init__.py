@@ -19,6 +19,7 @@ from brama_sql.errors import (
 from brama_sql.guard import Guard
 from brama_sql.listeners import Listener
 from brama_sql.permit import Permit
+from brama_sql.policies import Policies
 from brama_sql.records import ConnectionReport, ConnectionStatus, Event, Report, Transition
 from brama_sql.status_page import status_page_data, status_page_html
 
@@ -77,6 +78,7 @@ __all__ = [
     "Listener",
     "NotRegisteredError",
     "Permit",
+    "Policies",
     "Report",
     "ReportOutcomeUnknownError",
     "SchemaError",

@@ -6,7 +6,7 @@ import functools
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -22,9 +22,13 @@ from brama_sql.engine import IO_TIMEOUT_S
 from brama_sql.errors import ArgumentTypeError
 from brama_sql.guard import Exclude, checked_callable
 from brama_sql.listeners import Callback, Listener
+from brama_sql.policies import Policies
 from brama_sql.pruning import BATCH_SIZE
 from brama_sql.records import ConnectionStatus, Event, Report, Transition
 from brama_sql.store import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,6 +70,7 @@ class AsyncBrama:
         reconfigure: bool = False,
         availability_cache: float | timedelta | None = None,
         batch_reports: float | timedelta | None = None,
+        **policies: Unpack[Policies],
     ) -> None:
         self.sync = BridgedBrama(
             url,
@@ -82,6 +87,7 @@ class AsyncBrama:
             reconfigure=reconfigure,
             availability_cache=availability_cache,
             batch_reports=batch_reports,
+            **policies,
         )
         """The synchronous :class:`~brama_sql.Brama` behind this one, on
         ``engine.sync_engine``; its database calls work only inside SQLAlchemy's greenlet
@@ -136,6 +142,7 @@ class AsyncBrama:
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
         exist_ok: bool = False,
+        **policies: Unpack[Policies],
     ) -> ConnectionStatus:
         """Start monitoring a connection (:meth:`Brama.register`)."""
         return await bridge.run(
@@ -148,6 +155,7 @@ class AsyncBrama:
             half_open_max_calls=half_open_max_calls,
             probe_timeout=probe_timeout,
             exist_ok=exist_ok,
+            **policies,
         )
 
     def declare(
@@ -160,6 +168,7 @@ class AsyncBrama:
         expiry: float | timedelta | None = None,
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
+        **policies: Unpack[Policies],
     ) -> None:
         """Declare a connection and its options (:meth:`Brama.declare`); a plain method, as
         it does not touch the database."""
@@ -171,6 +180,7 @@ class AsyncBrama:
             expiry=expiry,
             half_open_max_calls=half_open_max_calls,
             probe_timeout=probe_timeout,
+            **policies,
         )
 
     async def configure(
@@ -183,6 +193,7 @@ class AsyncBrama:
         expiry: float | timedelta | None = None,
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
+        **policies: Unpack[Policies],
     ) -> ConnectionStatus:
         """Change a connection's stored options (:meth:`Brama.configure`)."""
         return await bridge.run(
@@ -194,6 +205,7 @@ class AsyncBrama:
             expiry=expiry,
             half_open_max_calls=half_open_max_calls,
             probe_timeout=probe_timeout,
+            **policies,
         )
 
     async def unregister(self, identifier: str, *, scope: str | None = None) -> bool:
@@ -264,16 +276,30 @@ class AsyncBrama:
     # -- reports ----------------------------------------------------------------------------
 
     async def success(
-        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        reason: str | None = None,
+        duration: float | timedelta | None = None,
     ) -> Transition | None:
         """Report a successful call (:meth:`Brama.success`)."""
-        return await bridge.run(self.sync.success, identifier, scope=scope, reason=reason)
+        return await bridge.run(
+            self.sync.success, identifier, scope=scope, reason=reason, duration=duration
+        )
 
     async def failure(
-        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        reason: str | None = None,
+        duration: float | timedelta | None = None,
     ) -> Transition | None:
         """Report a failed call (:meth:`Brama.failure`)."""
-        return await bridge.run(self.sync.failure, identifier, scope=scope, reason=reason)
+        return await bridge.run(
+            self.sync.failure, identifier, scope=scope, reason=reason, duration=duration
+        )
 
     async def flush(self) -> None:
         """Does nothing: ``AsyncBrama`` has no batched reporting (:meth:`Brama.flush`)."""
@@ -299,6 +325,7 @@ class AsyncBrama:
         expiry: float | timedelta | None = None,
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
+        **policies: Unpack[Policies],
     ) -> AsyncGuard:
         """An asynchronous context manager protecting the call in its block, as
         :meth:`Brama.guard` does::
@@ -320,6 +347,7 @@ class AsyncBrama:
             expiry=expiry,
             half_open_max_calls=half_open_max_calls,
             probe_timeout=probe_timeout,
+            **policies,
         )
         return AsyncGuard(guard)
 
@@ -337,6 +365,7 @@ class AsyncBrama:
         expiry: float | timedelta | None = None,
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
+        **policies: Unpack[Policies],
     ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
         """A decorator for coroutine functions that runs every call in :meth:`guard` (same
         options), as :meth:`Brama.protect` does for plain functions::
@@ -360,6 +389,7 @@ class AsyncBrama:
             expiry=expiry,
             half_open_max_calls=half_open_max_calls,
             probe_timeout=probe_timeout,
+            **policies,
         )
         return protect_coroutines(
             guarded, checked_callable(failure_if, "failure_if"), _fallback(fallback)
@@ -393,6 +423,18 @@ class AsyncBrama:
     ) -> None:
         """Return the circuit to a clean closed state (:meth:`Brama.reset`)."""
         await bridge.run(self.sync.reset, identifier, scope=scope, reason=reason)
+
+    async def disable(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
+        """Disable the circuit: always available, never trips (:meth:`Brama.disable`)."""
+        await bridge.run(self.sync.disable, identifier, scope=scope, reason=reason)
+
+    async def force_open(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
+        """Hold the circuit open until closed or reset (:meth:`Brama.force_open`)."""
+        await bridge.run(self.sync.force_open, identifier, scope=scope, reason=reason)
 
     # -- maintenance ------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -87,13 +88,21 @@ class AsyncPermit:
         """What the events written through this permit record as ``actor``."""
         return self.permit.actor()
 
-    async def success(self, *, reason: str | None = None) -> Transition | None:
-        """Report the call as a success (:meth:`Permit.success`)."""
-        return await bridge.run(self.permit.success, reason=reason)
+    def elapsed(self) -> float | None:
+        """Seconds since the guarded call started (:meth:`Permit.elapsed`)."""
+        return self.permit.elapsed()
 
-    async def failure(self, *, reason: str | None = None) -> Transition | None:
+    async def success(
+        self, *, reason: str | None = None, duration: float | timedelta | None = None
+    ) -> Transition | None:
+        """Report the call as a success (:meth:`Permit.success`)."""
+        return await bridge.run(self.permit.success, reason=reason, duration=duration)
+
+    async def failure(
+        self, *, reason: str | None = None, duration: float | timedelta | None = None
+    ) -> Transition | None:
         """Report the call as a failure (:meth:`Permit.failure`)."""
-        return await bridge.run(self.permit.failure, reason=reason)
+        return await bridge.run(self.permit.failure, reason=reason, duration=duration)
 
     async def release(self) -> None:
         """Hand the permit back without a report (:meth:`Permit.release`)."""

@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal, ParamSpec, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, get_args
 
 from alembic.util.exc import CommandError as AlembicError
 from sqlalchemy import ColumnElement, true
@@ -41,12 +41,16 @@ from brama_sql.guard import Exclude, Exclusion, FirstUses, Guard, checked_callab
 from brama_sql.listeners import Callback, Listener, Listeners
 from brama_sql.options import Registration, changes, describe
 from brama_sql.permit import Permit, new_token, tagged
+from brama_sql.policies import Policies
 from brama_sql.pruning import BATCH_SIZE, Pruner
 from brama_sql.records import ConnectionStatus, Event, Report, Transition
 from brama_sql.rows import Identity
 from brama_sql.schema import connections, events, stored_scope
 from brama_sql.store import PAGE_SIZE, Admission, Buffered, Refusal, Store
 from brama_sql.transaction import Transactions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("brama_sql")
 
@@ -76,6 +80,7 @@ class _Unset(enum.Enum):
 UNSET = _Unset.UNSET
 OPTION_NAMES = frozenset(
     {"scope", "metadata", "failure_threshold", "expiry", "half_open_max_calls", "probe_timeout"}
+    | set(validation.POLICY_CHECKS)
 )
 """The options a declared connection may name (see :meth:`Brama.declare`)."""
 
@@ -125,11 +130,17 @@ class Brama:
         reconfigure: bool = False,
         availability_cache: float | timedelta | None = None,
         batch_reports: float | timedelta | None = None,
+        **policies: Unpack[Policies],
     ) -> None:
         self.failure_threshold = validation.threshold(failure_threshold)
         self.expiry = validation.seconds(expiry, "expiry")
         self.half_open_max_calls = _max_calls(half_open_max_calls)
         self.probe_timeout = validation.optional_seconds(probe_timeout, "probe_timeout")
+        self.policies = validation.policies(policies)
+        """The default policy options (JSON form) of :meth:`register` (see :class:`Policies`)."""
+        validation.settings(
+            Settings(self.failure_threshold, timedelta(seconds=self.expiry)).updated(self.policies)
+        )
         self.inactive_after = validation.optional_seconds(inactive_after, "inactive_after")
         self.lock_timeout = validation.seconds(
             lock_timeout, "lock_timeout", maximum=validation.MAX_LOCK_WAIT
@@ -271,6 +282,7 @@ class Brama:
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
         exist_ok: bool = False,
+        **policies: Unpack[Policies],
     ) -> ConnectionStatus:
         """Start monitoring a connection; it begins in ``unknown``.
 
@@ -287,6 +299,7 @@ class Brama:
             expiry,
             half_open_max_calls,
             probe_timeout,
+            policies,
         )
         if not isinstance(exist_ok, bool):
             raise ArgumentTypeError(f"exist_ok must be a bool, not {type(exist_ok).__name__}")
@@ -319,6 +332,7 @@ class Brama:
         expiry: float | timedelta | None = None,
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
+        **policies: Unpack[Policies],
     ) -> None:
         """Declare a connection and its options, without touching the database.
 
@@ -338,6 +352,7 @@ class Brama:
             expiry,
             half_open_max_calls,
             probe_timeout,
+            policies,
         )
         self._declarations.declare(identity, registration)
 
@@ -351,6 +366,7 @@ class Brama:
         expiry: float | timedelta | None = None,
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
+        **policies: Unpack[Policies],
     ) -> ConnectionStatus:
         """Change a connection's stored options; those left out keep their stored values.
 
@@ -372,6 +388,7 @@ class Brama:
             wanted["half_open_max_calls"] = _max_calls(half_open_max_calls)
         if probe_timeout is not UNSET:
             wanted["probe_timeout"] = validation.optional_seconds(probe_timeout, "probe_timeout")
+        wanted.update(validation.policies(policies))
         self._flush_first(identity)
         status = self._store.configure(identity, wanted, self.actor())
         declared = self._declarations.get(identity)
@@ -389,6 +406,7 @@ class Brama:
         expiry: object,
         half_open_max_calls: object,
         probe_timeout: object,
+        policies: Mapping[str, object],
     ) -> tuple[Identity, Registration]:
         """Validate a connection's options, filling in the constructor's for those left out."""
         identity = _identity(identifier, scope)
@@ -407,7 +425,8 @@ class Brama:
             expiry=timedelta(seconds=seconds),
             half_open_max_calls=max_calls,
             probe_timeout=None if probe is None else timedelta(seconds=probe),
-        )
+        ).updated({**self.policies, **validation.policies(policies)})
+        validation.settings(settings)
         return identity, Registration(validation.metadata(metadata), settings)
 
     def _reconcile(self, identity: Identity) -> None:
@@ -576,41 +595,68 @@ class Brama:
     # -- reports ----------------------------------------------------------------------------
 
     def success(
-        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        reason: str | None = None,
+        duration: float | timedelta | None = None,
     ) -> Transition | None:
-        """Report a successful call to the dependency.
+        """Report a successful call to the dependency; ``duration`` (seconds or a
+        ``timedelta``) is how long it took, logged with it and judged by the slow-call policy.
 
         Returns the :class:`Transition` this report caused (``half_open -> closed`` when it
         was the probe that closed the circuit), else ``None``.
         """
-        return self._report(Kind.SUCCESS, _identity(identifier, scope), validation.reason(reason))
+        return self._report(
+            Kind.SUCCESS,
+            _identity(identifier, scope),
+            validation.reason(reason),
+            duration=validation.duration(duration),
+        )
 
     def failure(
-        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+        self,
+        identifier: str,
+        *,
+        scope: str | None = None,
+        reason: str | None = None,
+        duration: float | timedelta | None = None,
     ) -> Transition | None:
-        """Report a failed call to the dependency (``reason`` is logged with it).
+        """Report a failed call to the dependency (``reason`` and ``duration``, as in
+        :meth:`success`, are logged with it).
 
         Returns the :class:`Transition` this report caused (``closed -> open`` when it was
         the report that tripped the circuit), else ``None``.
         """
-        return self._report(Kind.FAILURE, _identity(identifier, scope), validation.reason(reason))
+        return self._report(
+            Kind.FAILURE,
+            _identity(identifier, scope),
+            validation.reason(reason),
+            duration=validation.duration(duration),
+        )
 
     def _report(
-        self, kind: Kind, identity: Identity, note: str | None, permit: Permit | None = None
+        self,
+        kind: Kind,
+        identity: Identity,
+        note: str | None,
+        permit: Permit | None = None,
+        duration: float | None = None,
     ) -> Transition | None:
         """Report a checked ``note``; through ``permit`` when given (its events name
         :meth:`Permit.actor`, and it settles the probe permit its holder holds)."""
         actor = self.actor() if permit is None else permit.actor()
         try:
             self._reconcile(identity)
-            if self._kept_back(kind, identity, note, actor, permit):
+            if self._kept_back(kind, identity, note, actor, permit, duration):
                 return None
             self._flush_first(identity)
             outcome = self._store.change(
                 kind.value,
                 identity,
                 lambda circuit, settings, now, holds: machine.record(
-                    circuit, settings, kind, now, note, holds
+                    circuit, settings, kind, now, note, holds, duration
                 ),
                 actor,
                 report=True,
@@ -709,6 +755,7 @@ class Brama:
         expiry: float | timedelta | None = None,
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
+        **policies: Unpack[Policies],
     ) -> Guard:
         """A context manager protecting the call in its block::
 
@@ -742,6 +789,7 @@ class Brama:
                 expiry,
                 half_open_max_calls,
                 probe_timeout,
+                policies,
             ),
         )
 
@@ -759,6 +807,7 @@ class Brama:
         expiry: float | timedelta | None = None,
         half_open_max_calls: int | _Unset | None = UNSET,
         probe_timeout: float | timedelta | _Unset | None = UNSET,
+        **policies: Unpack[Policies],
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """A decorator that runs every call of a function in :meth:`guard` (same options)::
 
@@ -783,6 +832,7 @@ class Brama:
             expiry=expiry,
             half_open_max_calls=half_open_max_calls,
             probe_timeout=probe_timeout,
+            **policies,
         )
         return protect(
             guarded,
@@ -800,6 +850,7 @@ class Brama:
         expiry: object,
         half_open_max_calls: object,
         probe_timeout: object,
+        policies: Mapping[str, object],
     ) -> Registration | None:
         """The options a ``register=True`` guard registers with; ``None`` without it."""
         if not isinstance(register, bool):
@@ -813,6 +864,7 @@ class Brama:
                 expiry,
                 half_open_max_calls,
                 probe_timeout,
+                policies,
             )[1]
         given = {
             "metadata": metadata is not None,
@@ -820,6 +872,7 @@ class Brama:
             "expiry": expiry is not None,
             "half_open_max_calls": half_open_max_calls is not UNSET,
             "probe_timeout": probe_timeout is not UNSET,
+            **{name: True for name in validation.policies(policies)},
         }
         named = [name for name, present in given.items() if present]
         if named:
@@ -849,6 +902,7 @@ class Brama:
         note: str | None,
         actor: str,
         permit: Permit | None,
+        duration: float | None = None,
     ) -> bool:
         """Batched reporting: keep a success of a circuit seen healthy lately for its batch."""
         batcher, cache, clock = self._batcher, self._store.cache, self._store.clock
@@ -859,7 +913,7 @@ class Brama:
         now = read_clock(clock)
         if not cache.healthy(identity, now, batcher.window):
             return False
-        batcher.add(identity, Buffered(now, actor, note))
+        batcher.add(identity, Buffered(now, actor, note, duration))
         return True
 
     def _flush_first(self, identity: Identity) -> None:
@@ -899,6 +953,27 @@ class Brama:
         """Return the circuit to a clean closed state (today the same as :meth:`close`)."""
         self._force(Cause.MANUAL_RESET, identifier, scope, reason)
 
+    def disable(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
+        """Disable the circuit: always available, reports still logged and counted, and it
+        never trips, until :meth:`close`, :meth:`reset`, :meth:`open` or :meth:`force_open`."""
+        self._force(Cause.DISABLE, identifier, scope, reason)
+
+    def force_open(
+        self, identifier: str, *, scope: str | None = None, reason: str | None = None
+    ) -> None:
+        """Hold the circuit open: it refuses every call and never expires into half-open,
+        until :meth:`close` or :meth:`reset` releases it (a refusal's ``retry_after`` is
+        ``None``)."""
+        self._force(Cause.FORCE_OPEN, identifier, scope, reason)
+
+    def _now(self) -> datetime:
+        """The time by this ``Brama``'s Python clock (the system's with ``clock="database"``):
+        what guards measure calls with."""
+        clock = self._store.clock
+        return read_clock(system_clock if clock is None else clock)
+
     def _force(self, action: Cause, identifier: str, scope: str | None, reason: str | None) -> None:
         identity = _identity(identifier, scope)
         note = validation.reason(reason)
@@ -907,7 +982,9 @@ class Brama:
         self._store.change(
             action.value.removeprefix("manual_"),
             identity,
-            lambda circuit, _settings, now, _holds: machine.force(circuit, action, now, note),
+            lambda circuit, settings, now, _holds: machine.force(
+                circuit, action, now, note, settings
+            ),
             self.actor(),
             report=False,
         )

@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from brama_sql.window import Window
+
 
 class _Text(str, enum.Enum):
     """An enum whose members compare equal to, and print as, their string values."""
@@ -29,6 +31,12 @@ class State(_Text):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+    DISABLED = "disabled"
+    """Forced by :meth:`~brama_sql.Brama.disable`: always available, reports counted, never
+    trips."""
+    FORCED_OPEN = "forced_open"
+    """Forced by :meth:`~brama_sql.Brama.force_open`: refuses and never expires, until
+    ``close()`` or ``reset()``."""
 
 
 class Kind(_Text):
@@ -51,6 +59,8 @@ class Cause(_Text):
     MANUAL_OPEN = "manual_open"
     MANUAL_CLOSE = "manual_close"
     MANUAL_RESET = "manual_reset"
+    DISABLE = "disable"
+    FORCE_OPEN = "force_open"
     CONFIGURED = "configured"
     """The options changed so that the circuit had to move (a threshold lowered below the
     count already reached)."""
@@ -60,8 +70,32 @@ MANUAL_ACTIONS: dict[Cause, tuple[State, str]] = {
     Cause.MANUAL_OPEN: (State.OPEN, "manual open"),
     Cause.MANUAL_CLOSE: (State.CLOSED, "manual close"),
     Cause.MANUAL_RESET: (State.CLOSED, "manual reset"),
+    Cause.DISABLE: (State.DISABLED, "disabled"),
+    Cause.FORCE_OPEN: (State.FORCED_OPEN, "forced open"),
 }
 """Each manual action: the state it forces and its default reason."""
+
+
+FIXED = "fixed"
+EXPONENTIAL = "exponential"
+EXPIRY_STRATEGIES = (FIXED, EXPONENTIAL)
+DEFAULT_WINDOW = timedelta(seconds=60)
+DEFAULT_MINIMUM_CALLS = 10
+DURATIONS = frozenset({"expiry", "probe_timeout", "max_expiry", "window", "slow_call_duration"})
+"""The options given in seconds that :class:`Settings` keeps as ``timedelta``."""
+POLICY_DEFAULTS: dict[str, Any] = {
+    "expiry_strategy": FIXED,
+    "backoff_factor": 2.0,
+    "max_expiry": None,
+    "failure_rate_threshold": None,
+    "window": None,
+    "minimum_calls": None,
+    "slow_call_duration": None,
+    "slow_call_rate_threshold": None,
+}
+"""The options of the backoff and the rate policies, and their values when left out."""
+COLUMN_NAMES = {"window": "rate_window"}
+"""Options whose ``brama_connections`` column has another name (WINDOW is reserved in MySQL)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +108,42 @@ class Settings:
     """How many probe permits a half-open circuit hands out at once; ``None``: no limit."""
     probe_timeout: timedelta | None = None
     """How long a permit stays claimed without a report; ``None``: the expiry."""
+    expiry_strategy: str = FIXED
+    """``"fixed"``: every open period is ``expiry``; ``"exponential"``: each re-opening from
+    half-open multiplies the previous one by ``backoff_factor``, up to ``max_expiry``."""
+    backoff_factor: float = 2.0
+    max_expiry: timedelta | None = None
+    """The longest open period of the exponential strategy; ``None``: no cap."""
+    failure_rate_threshold: float | None = None
+    """Open when the failure share of the window's reports reaches it; ``None``: off."""
+    window: timedelta | None = None
+    """The span of the rate policies' window; ``None``: :data:`DEFAULT_WINDOW`."""
+    minimum_calls: int | None = None
+    """Reports the window needs before a rate decides; ``None``: :data:`DEFAULT_MINIMUM_CALLS`."""
+    slow_call_duration: timedelta | None = None
+    """A call that took longer is slow; ``None``: no call is slow."""
+    slow_call_rate_threshold: float | None = None
+    """Open when the slow share of the window's reports reaches it; ``None``: off."""
+
+    @property
+    def rate_policy(self) -> bool:
+        """Whether a failure-rate or slow-call policy is on (the window counts reports)."""
+        return self.failure_rate_threshold is not None or self.slow_call_rate_threshold is not None
+
+    @property
+    def window_span(self) -> timedelta:
+        """The span of the rate policies' window."""
+        return DEFAULT_WINDOW if self.window is None else self.window
+
+    @property
+    def calls_needed(self) -> int:
+        """How many reports the window needs before a rate decides."""
+        return DEFAULT_MINIMUM_CALLS if self.minimum_calls is None else self.minimum_calls
+
+    def is_slow(self, duration: float | None) -> bool:
+        """Whether a call that took ``duration`` seconds is slow (strictly longer)."""
+        limit = self.slow_call_duration
+        return duration is not None and limit is not None and duration > limit.total_seconds()
 
     @property
     def permits_limited(self) -> bool:
@@ -86,7 +156,35 @@ class Settings:
         return self.expiry if self.probe_timeout is None else self.probe_timeout
 
     def as_options(self) -> dict[str, Any]:
-        """The settings as JSON values (durations in seconds), as the log records them."""
+        """The settings as JSON values (durations in seconds), as the log records them: the
+        policy options only when they differ from their defaults (so a log written before
+        they existed reads the same)."""
+        full = self.full_options()
+        return {
+            name: value
+            for name, value in full.items()
+            if name not in POLICY_DEFAULTS or POLICY_DEFAULTS[name] != value
+        }
+
+    def full_options(self) -> dict[str, Any]:
+        """Every setting as a JSON value (durations in seconds)."""
+        return {
+            **self._base_options(),
+            "expiry_strategy": self.expiry_strategy,
+            "backoff_factor": self.backoff_factor,
+            "max_expiry": _seconds(self.max_expiry),
+            "failure_rate_threshold": self.failure_rate_threshold,
+            "window": _seconds(self.window),
+            "minimum_calls": self.minimum_calls,
+            "slow_call_duration": _seconds(self.slow_call_duration),
+            "slow_call_rate_threshold": self.slow_call_rate_threshold,
+        }
+
+    def columns(self) -> dict[str, Any]:
+        """Every setting named like its ``brama_connections`` column."""
+        return column_values(self.full_options())
+
+    def _base_options(self) -> dict[str, Any]:
         return {
             "failure_threshold": self.failure_threshold,
             "expiry": self.expiry.total_seconds(),
@@ -111,10 +209,19 @@ class Settings:
         for name, value in options.items():
             if name not in known:
                 continue
-            if name in ("expiry", "probe_timeout") and value is not None:
+            if name in DURATIONS and value is not None:
                 value = timedelta(seconds=value)
             changes[name] = value
         return replace(self, **changes)
+
+
+def column_values(options: dict[str, Any]) -> dict[str, Any]:
+    """Options (JSON form) named like their ``brama_connections`` columns."""
+    return {COLUMN_NAMES.get(name, name): value for name, value in options.items()}
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
 
 
 @dataclass(frozen=True)
@@ -126,12 +233,22 @@ class Circuit:
     opened_at: datetime | None = None
     episode: int = 0
     """How many times the circuit has opened; probe permits belong to one episode."""
+    open_period: float | None = None
+    """The exponential strategy's open period of the current episode, in seconds (kept
+    through half-open, so that a re-opening multiplies it); ``None``: the expiry."""
+    window: Window | None = None
+    """The rate policies' counters (``None``: empty)."""
+
+    def period(self, settings: Settings) -> timedelta:
+        """How long the current (or next) open period lasts."""
+        return settings.expiry if self.open_period is None else timedelta(seconds=self.open_period)
 
     def expires_at(self, settings: Settings) -> datetime | None:
-        """The instant an open circuit becomes half-open, or ``None`` when it is not open."""
+        """The instant an open circuit becomes half-open, or ``None`` when it is not open
+        (a forced-open circuit never expires)."""
         if self.state is not State.OPEN or self.opened_at is None:
             return None
-        return self.opened_at + settings.expiry
+        return self.opened_at + self.period(settings)
 
 
 @dataclass(frozen=True)
@@ -147,6 +264,8 @@ class Occurrence:
     cause: Cause | None = None
     probe: bool = False
     """For reports: the report settled a half-open probe and so decided the circuit."""
+    duration: float | None = None
+    """For reports: how long the call took, in seconds, when measured."""
     details: dict[str, Any] | None = None
     """What a ``registered`` event registered with (``{"settings": ...}``), or what a
     ``configured`` event changed (``{"old": ..., "new": ...}``, only the changed options)."""
@@ -170,8 +289,8 @@ INITIAL = Circuit(State.UNKNOWN)
 
 
 def is_available(state: State) -> bool:
-    """Whether calls may go through in ``state``: all but ``open``."""
-    return state is not State.OPEN
+    """Whether calls may go through in ``state``: all but ``open`` and ``forced_open``."""
+    return state is not State.OPEN and state is not State.FORCED_OPEN
 
 
 def may_claim_permit(settings: Settings, active_permits: int) -> bool:
@@ -205,12 +324,19 @@ def record(
     now: datetime,
     reason: str | None = None,
     holds_permit: bool = False,
+    duration: float | None = None,
 ) -> Outcome:
-    """Apply a ``success`` or ``failure`` report made at ``now``.
+    """Apply a ``success`` or ``failure`` report made at ``now`` (of a call that took
+    ``duration`` seconds, when measured).
 
-    A report while ``open`` is a late result: logged and counted, the state and the timer stay.
-    In ``half_open`` a report decides the circuit only when it is a probe (permits are unlimited,
-    or the reporter ``holds_permit`` of the current episode); any other report is a late result.
+    A report while ``open`` or ``forced_open`` is a late result: logged and counted, the state
+    and the timer stay. While ``disabled`` it is counted and never moves the circuit.
+    In ``half_open`` a report decides the circuit only when it is a probe (permits are
+    unlimited, or the reporter ``holds_permit`` of the current episode); any other report is a
+    late result. In ``unknown`` and ``closed`` with a rate policy on, the report is counted in
+    the window; the circuit opens when the consecutive failures reach ``failure_threshold``,
+    or when the window holds at least ``minimum_calls`` reports and the failure share reaches
+    ``failure_rate_threshold`` or the slow share ``slow_call_rate_threshold``.
     Call :func:`expire` first: a report never applies an expiry itself.
     """
     if kind not in (Kind.SUCCESS, Kind.FAILURE):
@@ -218,22 +344,87 @@ def record(
     state = circuit.state
     probe = state is State.HALF_OPEN and (not settings.permits_limited or holds_permit)
     count = 0 if kind is Kind.SUCCESS else circuit.failure_count + 1
-    report = Occurrence(kind, now, count, reason=reason, probe=probe)
+    report = Occurrence(kind, now, count, reason=reason, probe=probe, duration=duration)
     after = replace(circuit, failure_count=count)
-    if state is State.OPEN or (state is State.HALF_OPEN and not probe):
+    if state in (State.OPEN, State.FORCED_OPEN, State.DISABLED) or (
+        state is State.HALF_OPEN and not probe
+    ):
         return Outcome(after, (report,))
-    if kind is Kind.SUCCESS:
-        if state is State.CLOSED:
-            return Outcome(after, (report,))
-        why = "probe succeeded" if probe else "first success"
-        return _moved(circuit, replace(after, state=State.CLOSED), report, why)
-    if probe:
-        return _moved(circuit, _opened(after, now), report, "probe failed")
-    if count >= settings.failure_threshold:
-        return _moved(circuit, _opened(after, now), report, "failure threshold reached")
+    if state is State.HALF_OPEN:
+        if kind is Kind.SUCCESS:
+            return _moved(circuit, _closed(after), report, "probe succeeded")
+        return _moved(circuit, _opened(after, settings, now, again=True), report, "probe failed")
+    if settings.rate_policy:
+        window = (circuit.window or Window()).adding(
+            now, settings.window_span, failed=kind is Kind.FAILURE, slow=settings.is_slow(duration)
+        )
+        after = replace(after, window=window)
+    if kind is Kind.FAILURE and count >= settings.failure_threshold:
+        return _moved(circuit, _opened(after, settings, now), report, "failure threshold reached")
+    tripped = _rate_reached(after, settings, now)
+    if tripped is not None:
+        return _moved(circuit, _opened(after, settings, now), report, tripped)
     if state is State.UNKNOWN:
-        return _moved(circuit, replace(after, state=State.CLOSED), report, "first failure")
+        why = "first success" if kind is Kind.SUCCESS else "first failure"
+        return _moved(circuit, replace(after, state=State.CLOSED), report, why)
     return Outcome(after, (report,))
+
+
+def appendable(before: Circuit, settings: Settings, now: datetime, outcome: Outcome) -> bool:
+    """Whether a report's ``outcome`` may be logged without writing the row (under the shared
+    lock): it changes nothing but the log, or, with a rate policy on, only adds a success to
+    the window that no later report can make trip. That success is then folded into the
+    window by the next write under the exclusive lock (:func:`fold_tail`), as replay counts it.
+
+    A success that is not slow never raises a share: with ``f`` failures (``s`` slow calls)
+    and ``n`` reports in the window at ``now``, every later count holds at least ``n + 1``
+    reports and no more failures, so when ``f / (n + 1)`` and ``s / (n + 1)`` stay under
+    their thresholds, neither this success nor the unfolded ones before it trip the circuit.
+    """
+    if len(outcome.occurrences) != 1:
+        return False
+    after = outcome.circuit
+    if after == before:
+        return True
+    if not settings.rate_policy or replace(after, window=before.window) != before:
+        return False
+    (report,) = outcome.occurrences
+    if report.kind is not Kind.SUCCESS or settings.is_slow(report.duration):
+        return False
+    totals = (before.window or Window()).totals(now, settings.window_span)
+    calls = totals.calls + 1
+    failure_rate, slow_rate = settings.failure_rate_threshold, settings.slow_call_rate_threshold
+    if failure_rate is not None and totals.failures / calls >= failure_rate:
+        return False
+    return slow_rate is None or totals.slow / calls < slow_rate
+
+
+def fold_tail(
+    circuit: Circuit, settings: Settings, tail: list[tuple[datetime, float | None]]
+) -> Circuit:
+    """The circuit with the successes logged under the shared lock since the row was last
+    written (``(occurred_at, duration)``, oldest first) counted, as replay counts them."""
+    if not settings.rate_policy:
+        return circuit
+    for at, duration in tail:
+        circuit = record(circuit, settings, Kind.SUCCESS, at, duration=duration).circuit
+    return circuit
+
+
+def _rate_reached(circuit: Circuit, settings: Settings, now: datetime) -> str | None:
+    """Why the window opens the circuit at ``now``, or ``None`` when it does not."""
+    if not settings.rate_policy or circuit.window is None:
+        return None
+    totals = circuit.window.totals(now, settings.window_span)
+    if totals.calls < settings.calls_needed:
+        return None
+    failure_rate = settings.failure_rate_threshold
+    if failure_rate is not None and totals.failures / totals.calls >= failure_rate:
+        return "failure rate reached"
+    slow_rate = settings.slow_call_rate_threshold
+    if slow_rate is not None and totals.slow / totals.calls >= slow_rate:
+        return "slow call rate reached"
+    return None
 
 
 def _moved(before: Circuit, after: Circuit, report: Occurrence, why: str) -> Outcome:
@@ -242,18 +433,38 @@ def _moved(before: Circuit, after: Circuit, report: Occurrence, why: str) -> Out
     return Outcome(after, (report, moved))
 
 
-def force(circuit: Circuit, action: Cause, now: datetime, reason: str | None = None) -> Outcome:
-    """Apply a manual ``open``, ``close`` or ``reset``: always exactly one transition event.
+def force(
+    circuit: Circuit,
+    action: Cause,
+    now: datetime,
+    reason: str | None = None,
+    settings: Settings | None = None,
+) -> Outcome:
+    """Apply a manual ``open``, ``close``, ``reset``, ``disable`` or ``force_open``: always
+    exactly one transition event.
 
-    ``open`` stamps ``opened_at = now``; ``close`` and ``reset`` zero the failure count.
+    ``open`` and ``force_open`` stamp ``opened_at = now`` and start a new episode (``open``
+    with the first open period of the backoff); ``close`` and ``reset`` zero the failure count
+    and the backoff; ``disable`` keeps the count. Every one empties the rate window.
     """
     if action not in MANUAL_ACTIONS:
         raise ValueError(f"not a manual action: {action!r}")
     target, default_reason = MANUAL_ACTIONS[action]
     if target is State.OPEN:
-        forced = _opened(circuit, now)
+        forced = _opened(circuit, settings, now)
+    elif target is State.FORCED_OPEN:
+        forced = replace(
+            circuit,
+            state=State.FORCED_OPEN,
+            opened_at=now,
+            episode=circuit.episode + 1,
+            open_period=None,
+            window=None,
+        )
+    elif target is State.DISABLED:
+        forced = replace(circuit, state=State.DISABLED, open_period=None, window=None)
     else:
-        forced = replace(circuit, state=State.CLOSED, failure_count=0)
+        forced = replace(_closed(circuit), failure_count=0)
     why = default_reason if reason is None else reason
     event = _transition(circuit, forced, now, action, why)
     return Outcome(forced, (event,))
@@ -280,12 +491,18 @@ def configure(
       has already elapsed, it becomes half-open now (dated ``now``, not at the elapsed instant,
       so that the log never goes back in time).
 
+    - the rate window is emptied when ``window`` or ``slow_call_duration`` changed (its counts
+      were made by other rules) or no rate policy is left.
+
     Call :func:`expire` with the old settings first.
     """
+    renewed = set(changes.get("new", {})) & {"window", "slow_call_duration"}
+    if circuit.window is not None and (renewed or not settings.rate_policy):
+        circuit = replace(circuit, window=None)
     count = circuit.failure_count
     event = Occurrence(Kind.CONFIGURED, now, count, details=changes)
     if circuit.state is State.CLOSED and count >= settings.failure_threshold:
-        opened = _opened(circuit, now)
+        opened = _opened(circuit, settings, now)
         moved = _transition(circuit, opened, now, Cause.CONFIGURED, "failure threshold lowered")
         return Outcome(opened, (event, moved))
     expires_at = circuit.expires_at(settings)
@@ -296,9 +513,36 @@ def configure(
     return Outcome(circuit, (event,))
 
 
-def _opened(circuit: Circuit, now: datetime) -> Circuit:
-    """Open the circuit at ``now``: a new episode, whose probes the old permits cannot settle."""
-    return replace(circuit, state=State.OPEN, opened_at=now, episode=circuit.episode + 1)
+def _opened(
+    circuit: Circuit, settings: Settings | None, now: datetime, again: bool = False
+) -> Circuit:
+    """Open the circuit at ``now``: a new episode, whose probes the old permits cannot settle,
+    with an empty rate window. Under the exponential strategy the open period is the expiry,
+    or, ``again`` (a failed probe), the previous period times ``backoff_factor``, capped at
+    ``max_expiry``."""
+    period: float | None = None
+    if settings is not None and settings.expiry_strategy == EXPONENTIAL:
+        period = settings.expiry.total_seconds()
+        if again and circuit.open_period is not None:
+            period = circuit.open_period * settings.backoff_factor
+        elif again:
+            period = period * settings.backoff_factor
+        if settings.max_expiry is not None:
+            period = min(period, settings.max_expiry.total_seconds())
+        period = timedelta(seconds=period).total_seconds()  # whole microseconds, as stored
+    return replace(
+        circuit,
+        state=State.OPEN,
+        opened_at=now,
+        episode=circuit.episode + 1,
+        open_period=period,
+        window=None,
+    )
+
+
+def _closed(circuit: Circuit) -> Circuit:
+    """The circuit closed: the backoff starts over and the rate window is empty."""
+    return replace(circuit, state=State.CLOSED, open_period=None, window=None)
 
 
 def _transition(

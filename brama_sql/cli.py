@@ -170,6 +170,39 @@ def status(ctx: click.Context, as_json: bool) -> None:
     ]
     click.echo(_table(headers, rows, numeric={3, 4, 5, 6, 7}))
     click.echo("FAILURES: consecutive failures / threshold; SUCCESSES, FAILED: totals.")
+    policies = [(item, _policies(item)) for item in statuses]
+    shown = [(item, text) for item, text in policies if text]
+    if shown:
+        click.echo("POLICIES:")
+        for item, text in shown:
+            click.echo(f"  {describe(item.identifier, item.scope)}: {text}")
+
+
+def _policies(item: ConnectionStatus) -> str:
+    """The backoff and rate policies of a connection, in one line ('' when it has none)."""
+    parts = []
+    if item.expiry_strategy != "fixed":
+        cap = "" if item.max_expiry is None else f" up to {_duration(item.max_expiry)}"
+        parts.append(f"backoff x{item.backoff_factor:g}{cap}")
+    if item.current_expiry is not None and item.current_expiry != item.expiry:
+        parts.append(f"open period {_duration(item.current_expiry)}")
+    if item.next_probe_at is not None and parts:
+        parts.append(f"next probe at {item.next_probe_at.isoformat(sep=' ', timespec='seconds')}")
+    window = _duration(60.0 if item.window is None else item.window)
+    minimum = 10 if item.minimum_calls is None else item.minimum_calls
+    if item.failure_rate_threshold is not None:
+        parts.append(f"opens at {item.failure_rate_threshold:.0%} failures")
+    if item.slow_call_rate_threshold is not None and item.slow_call_duration is not None:
+        parts.append(
+            f"opens at {item.slow_call_rate_threshold:.0%} calls slower than "
+            f"{_duration(item.slow_call_duration)}"
+        )
+    if item.failure_rate_threshold is not None or item.slow_call_rate_threshold is not None:
+        parts.append(
+            f"window {window}, min {minimum} calls: {item.window_calls} calls, "
+            f"{item.window_failures} failed, {item.window_slow_calls} slow"
+        )
+    return "; ".join(parts)
 
 
 _FRACTION = re.compile(r"(T?\d{2}:\d{2}:\d{2})\.(\d{1,6})")
@@ -443,25 +476,71 @@ class _OptionalNumber(click.ParamType):  # type: ignore[type-arg,unused-ignore]
     metavar="SECONDS|none",
     help="How long a probe permit lasts, or 'none' for the expiry.",
 )
+@click.option(
+    "--expiry-strategy",
+    type=click.Choice(["fixed", "exponential"]),
+    default=None,
+    help="Backoff of the open period.",
+)
+@click.option("--backoff-factor", type=float, default=None, help="Exponential multiplier (>= 1).")
+@click.option(
+    "--max-expiry",
+    type=_OptionalNumber(float),
+    default=None,
+    metavar="SECONDS|none",
+    help="Cap of the exponential open period, or 'none'.",
+)
+@click.option(
+    "--failure-rate-threshold",
+    type=_OptionalNumber(float),
+    default=None,
+    metavar="RATE|none",
+    help="Open at this failure share of the window (0 < r <= 1), or 'none' for off.",
+)
+@click.option(
+    "--window",
+    type=_OptionalNumber(float),
+    default=None,
+    metavar="SECONDS|none",
+    help="Span of the rate window, or 'none' for 60.",
+)
+@click.option(
+    "--minimum-calls",
+    type=_OptionalNumber(int),
+    default=None,
+    metavar="NUMBER|none",
+    help="Reports the window needs before a rate decides, or 'none' for 10.",
+)
+@click.option(
+    "--slow-call-duration",
+    type=_OptionalNumber(float),
+    default=None,
+    metavar="SECONDS|none",
+    help="Calls longer than this are slow, or 'none'.",
+)
+@click.option(
+    "--slow-call-rate-threshold",
+    type=_OptionalNumber(float),
+    default=None,
+    metavar="RATE|none",
+    help="Open at this slow share of the window, or 'none' for off.",
+)
 @click.pass_context
 def configure(
     ctx: click.Context,
+    /,
     identifier: str,
     scope: str | None,
     failure_threshold: int | None,
     expiry: float | None,
-    half_open_max_calls: Any,
-    probe_timeout: Any,
+    **given: Any,
 ) -> None:
     """Change a connection's stored options (logged as a `configured` event)."""
     brama = _runtime(ctx).brama(ctx)
     wanted: dict[str, Any] = {"failure_threshold": failure_threshold, "expiry": expiry}
-    for name, value in (
-        ("half_open_max_calls", half_open_max_calls),
-        ("probe_timeout", probe_timeout),
-    ):
+    for name, value in given.items():
         if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
-            wanted[name] = value  # given: a number, or None for "none"
+            wanted[name] = value  # given: a value, or None for "none"
     started = datetime.now(timezone.utc)
     brama.configure(identifier, scope=scope, **wanted)
     made = [
@@ -471,6 +550,36 @@ def configure(
     ]
     changed = _change(made[-1]) if made else "nothing to change"
     click.echo(f"{describe(identifier, scope)}: {changed}.")
+
+
+def _manual(name: str, action: str, summary: str) -> None:
+    """Add the command ``name`` calling ``Brama.<action>(identifier, scope=, reason=)``."""
+
+    @main.command(name=name, help=summary)
+    @click.argument("identifier")
+    @click.option("--scope", default=None, help="The connection's scope (default: unscoped).")
+    @click.option("--reason", default=None, help="Logged with the transition.")
+    @click.pass_context
+    def command(ctx: click.Context, identifier: str, scope: str | None, reason: str | None) -> None:
+        brama = _runtime(ctx).brama(ctx)
+        getattr(brama, action)(identifier, scope=scope, reason=reason)
+        state = brama.status(identifier, scope=scope).state
+        click.echo(f"{describe(identifier, scope)}: {state.value}.")
+
+
+_manual(
+    "disable",
+    "disable",
+    "Disable a circuit: always available, reports still counted, never trips.",
+)
+_manual(
+    "force-open",
+    "force_open",
+    "Hold a circuit open: refuses every call, never expires, until close or reset.",
+)
+_manual("open", "open", "Open a circuit now (it expires into half-open as usual).")
+_manual("close", "close", "Close a circuit (also releases disabled and forced-open ones).")
+_manual("reset", "reset", "Reset a circuit to a clean closed state.")
 
 
 @main.command()

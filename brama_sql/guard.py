@@ -198,6 +198,7 @@ class Guard:
         for attempt in range(2):
             permit, failure = brama._acquire(identity)
             if permit is not None:
+                permit.started_at = brama._now()
                 return permit
             if failure is not None:  # on_db_error="deny": refused without a status
                 raise CircuitOpenError(identity.identifier, identity.scope, None, None) from failure

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from brama_sql.circuit import Settings
+from brama_sql.circuit import POLICY_DEFAULTS, Settings
 
 Changes = dict[str, dict[str, Any]]
 """``{"old": {name: value}, "new": {name: value}}`` for the options that differ."""
@@ -21,16 +21,21 @@ class Registration:
 
     def as_options(self) -> dict[str, Any]:
         """All options as JSON values (durations in seconds)."""
-        return {**self.settings.as_options(), "metadata": self.metadata}
+        return {**self.settings.full_options(), "metadata": self.metadata}
 
 
 def changes(stored: dict[str, Any], wanted: dict[str, Any]) -> Changes:
-    """The options of ``wanted`` whose value differs from ``stored``; empty when none does."""
-    names = [name for name in wanted if stored.get(name) != wanted[name]]
+    """The options of ``wanted`` whose value differs from ``stored``; empty when none does (a
+    policy option ``stored`` leaves out has its default)."""
+
+    def old(name: str) -> Any:
+        return stored.get(name, POLICY_DEFAULTS.get(name))
+
+    names = [name for name in wanted if old(name) != wanted[name]]
     if not names:
         return {}
     return {
-        "old": {name: stored.get(name) for name in names},
+        "old": {name: old(name) for name in names},
         "new": {name: wanted[name] for name in names},
     }
 

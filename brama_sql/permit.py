@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from brama_sql import validation
@@ -61,6 +62,9 @@ class Permit:
         """Whether it holds a probe permit (a ``brama_permits`` row) of a half-open circuit
         with ``half_open_max_calls`` set; its report is then the probe that decides the
         circuit, unless the permit expired first (``probe_timeout``)."""
+        self.started_at: datetime | None = None
+        """When the guarded call started (set by a guard, from the ``Brama``'s clock): its
+        report then records the call's duration."""
         self._settled = False
         self._lock = threading.Lock()
 
@@ -95,15 +99,27 @@ class Permit:
         (Written from the acquiring thread, the same as :attr:`holder`.)"""
         return tagged(self._brama.actor(), self.token)
 
-    def success(self, *, reason: str | None = None) -> Transition | None:
+    def success(
+        self, *, reason: str | None = None, duration: float | timedelta | None = None
+    ) -> Transition | None:
         """Report the call as a success, as :meth:`Brama.success` does, settling the probe
-        permit this handle holds. Returns the transition the report caused, else ``None``."""
-        return self._report(Kind.SUCCESS, reason)
+        permit this handle holds. Returns the transition the report caused, else ``None``.
+        ``duration`` left out is the time since :attr:`started_at` when a guard set it."""
+        return self._report(Kind.SUCCESS, reason, duration)
 
-    def failure(self, *, reason: str | None = None) -> Transition | None:
+    def failure(
+        self, *, reason: str | None = None, duration: float | timedelta | None = None
+    ) -> Transition | None:
         """Report the call as a failure, as :meth:`Brama.failure` does, settling the probe
-        permit this handle holds. Returns the transition the report caused, else ``None``."""
-        return self._report(Kind.FAILURE, reason)
+        permit this handle holds. Returns the transition the report caused, else ``None``.
+        ``duration`` as in :meth:`success`."""
+        return self._report(Kind.FAILURE, reason, duration)
+
+    def elapsed(self) -> float | None:
+        """Seconds since :attr:`started_at` by the ``Brama``'s clock (``None`` when unset)."""
+        if self.started_at is None:
+            return None
+        return max(0.0, (self._brama._now() - self.started_at).total_seconds())
 
     def release(self) -> None:
         """Hand the permit back without a report: the call counts as neither a success nor a
@@ -113,10 +129,15 @@ class Permit:
         if self.probe:
             self._brama._release(self)
 
-    def _report(self, kind: Kind, reason: str | None) -> Transition | None:
+    def _report(
+        self, kind: Kind, reason: str | None, duration: float | timedelta | None = None
+    ) -> Transition | None:
         note = validation.reason(reason)  # bad input settles nothing
+        took = validation.duration(duration)
+        if took is None:
+            took = self.elapsed()
         self._settle()
-        return self._brama._report(kind, self._identity, note, permit=self)
+        return self._brama._report(kind, self._identity, note, permit=self, duration=took)
 
     def _settle(self) -> None:
         with self._lock:

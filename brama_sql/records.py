@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from brama_sql.circuit import Cause, Kind, State
+from brama_sql.circuit import Cause, Kind, State, is_available
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,33 @@ class ConnectionStatus:
     """How many probes a half-open circuit lets through at once; ``None``: no limit."""
     probe_timeout: float | None = None
     """Seconds a probe permit lasts without a report (the expiry unless set)."""
+    expiry_strategy: str = "fixed"
+    """``"fixed"`` or ``"exponential"`` (see docs/backoff.md)."""
+    backoff_factor: float = 2.0
+    max_expiry: float | None = None
+    """The cap of the exponential strategy's open period, in seconds; ``None``: no cap."""
+    current_expiry: float | None = None
+    """Seconds the current open period lasts (open or half-open: the period of this episode,
+    grown by the backoff); ``None`` in the other states."""
+    next_probe_at: datetime | None = None
+    """When an open circuit next admits a probe; ``None`` in the other states (a
+    forced-open circuit never does by itself)."""
+    failure_rate_threshold: float | None = None
+    window: float | None = None
+    """Seconds of the rate policies' window as stored (``None``: 60 when a rate is on)."""
+    minimum_calls: int | None = None
+    """Reports the window needs before a rate decides, as stored (``None``: 10)."""
+    slow_call_duration: float | None = None
+    slow_call_rate_threshold: float | None = None
+    window_calls: int = 0
+    """Reports in the rate window at the moment of the read."""
+    window_failures: int = 0
+    window_slow_calls: int = 0
 
     @property
     def available(self) -> bool:
-        """Whether calls may go through: every state but ``open``."""
-        return self.state is not State.OPEN
+        """Whether calls may go through: every state but ``open`` and ``forced_open``."""
+        return is_available(self.state)
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,8 @@ class Event:
     """For reports: it was a half-open probe's result, and so it decided the circuit."""
     actor: str | None = None
     """Who wrote the event: :meth:`Brama.actor` of the caller (``host:pid:instance:thread``)."""
+    duration: float | None = None
+    """For reports: seconds the call took, when measured (guard, decorator, ``duration=``)."""
     details: dict[str, Any] | None = field(default=None, hash=False)
     """``registered``: the options it started with (``{"settings": {...}}``); ``configured``:
     the changed options' ``{"old": {...}, "new": {...}}``; otherwise ``None``."""

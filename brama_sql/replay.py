@@ -21,6 +21,7 @@ from brama_sql.records import Event
 from brama_sql.rows import Identity, circuit_of, event_record, settings_of
 from brama_sql.schema import connections, events, stored_scope
 from brama_sql.tallies import Tally
+from brama_sql.window import Window
 
 
 class ReplayError(BramaError):
@@ -48,6 +49,8 @@ class Checkpoint:
                 "failure_count": circuit.failure_count,
                 "opened_at": None if circuit.opened_at is None else circuit.opened_at.isoformat(),
                 "episode": circuit.episode,
+                "open_period": circuit.open_period,
+                "window": None if circuit.window is None else circuit.window.as_json(),
             },
             "settings": self.settings.as_options(),
             "tally": self.tally.as_json(),
@@ -65,6 +68,8 @@ class Checkpoint:
                 int(found["failure_count"]),
                 None if opened_at is None else datetime.fromisoformat(opened_at),
                 int(found["episode"]),
+                found.get("open_period"),
+                Window.from_json(found.get("window")),
             )
         return cls(
             circuit, Settings.from_options(document["settings"]), Tally.from_json(document["tally"])
@@ -125,7 +130,13 @@ class Replay:
         if event.kind in (Kind.SUCCESS, Kind.FAILURE):
             _expect_no_expiry(event, circuit, current)
             outcome = machine.record(
-                circuit, current, event.kind, event.occurred_at, event.reason, event.probe
+                circuit,
+                current,
+                event.kind,
+                event.occurred_at,
+                event.reason,
+                event.probe,
+                event.duration,
             )
         elif event.kind is Kind.CONFIGURED:
             _expect_no_expiry(event, circuit, current)
@@ -136,7 +147,7 @@ class Replay:
         elif event.cause in MANUAL_ACTIONS:
             assert event.cause is not None
             _expect_no_expiry(event, circuit, current)
-            outcome = machine.force(circuit, event.cause, event.occurred_at, event.reason)
+            outcome = machine.force(circuit, event.cause, event.occurred_at, event.reason, current)
         else:
             raise ReplayError(f"event {event.id}: a {event.cause} transition that nothing caused")
         if not outcome.occurrences:
@@ -201,7 +212,7 @@ def _configured(event: Event, settings: Settings) -> Settings:
     old, new = details.get("old", {}), details.get("new", {})
     if not new:
         raise ReplayError(f"event {event.id}: a configured event that changed nothing")
-    stored = settings.as_options()
+    stored = settings.full_options()
     if any(name in stored and stored[name] != value for name, value in old.items()):
         raise ReplayError(
             f"event {event.id}: configured from {old}, but the settings were {stored}"
@@ -219,6 +230,7 @@ def _occurrence(event: Event) -> Occurrence:
         reason=event.reason,
         cause=event.cause,
         probe=event.probe,
+        duration=event.duration,
         details=event.details,
     )
 
@@ -277,7 +289,10 @@ def verify(
     for event in log:
         replaying.feed(event)
     reached = replaying.finish()
-    stored = None if row is None else circuit_of(row)
+    stored = None
+    if row is not None:
+        tail = [(e.occurred_at, e.duration) for e in log if e.id > row.tallied_through]
+        stored = machine.fold_tail(circuit_of(row), settings_of(row), tail)
     if reached.circuit != stored:
         raise ReplayError(f"the log leads to {reached.circuit}, the row holds {stored}")
     if row is not None:

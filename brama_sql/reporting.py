@@ -64,7 +64,10 @@ def read_window(
     ).all()
     ids = {row.id for row in rows}
     in_window = events.c.occurred_at >= since
-    is_trip = and_(events.c.kind == Kind.TRANSITION.value, events.c.to_state == State.OPEN.value)
+    is_trip = and_(
+        events.c.kind == Kind.TRANSITION.value,
+        events.c.to_state.in_([State.OPEN.value, State.FORCED_OPEN.value]),
+    )
     counted = conn.execute(
         select(
             events.c.connection_id,
@@ -181,5 +184,5 @@ def _open_spans(
     return [
         max(0.0, (min(end, until) - at).total_seconds())
         for (at, state), end in zip(points, ends, strict=True)
-        if state is State.OPEN
+        if state in (State.OPEN, State.FORCED_OPEN)
     ]

@@ -14,6 +14,7 @@ from brama_sql.circuit import Circuit, Kind, Settings, State
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.schema import api_scope, connections, events, stored_scope
 from brama_sql.tallies import Tally
+from brama_sql.window import Window
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,14 @@ def identity_of(row: Row[Any]) -> Identity:
 
 def circuit_of(row: Row[Any]) -> Circuit:
     """The circuit a ``brama_connections`` row holds."""
-    return Circuit(State(row.state), row.failure_count, row.opened_at, row.episode)
+    return Circuit(
+        State(row.state),
+        row.failure_count,
+        row.opened_at,
+        row.episode,
+        row.open_period,
+        Window.from_json(row.window_counts),
+    )
 
 
 def settings_of(row: Row[Any]) -> Settings:
@@ -58,8 +66,20 @@ def settings_of(row: Row[Any]) -> Settings:
         failure_threshold=row.failure_threshold,
         expiry=timedelta(seconds=row.expiry),
         half_open_max_calls=row.half_open_max_calls,
-        probe_timeout=None if row.probe_timeout is None else timedelta(seconds=row.probe_timeout),
+        probe_timeout=_duration(row.probe_timeout),
+        expiry_strategy=row.expiry_strategy,
+        backoff_factor=row.backoff_factor,
+        max_expiry=_duration(row.max_expiry),
+        failure_rate_threshold=row.failure_rate_threshold,
+        window=_duration(row.rate_window),
+        minimum_calls=row.minimum_calls,
+        slow_call_duration=_duration(row.slow_call_duration),
+        slow_call_rate_threshold=row.slow_call_rate_threshold,
     )
+
+
+def _duration(seconds: float | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=seconds)
 
 
 def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
@@ -107,6 +127,12 @@ def status_of(row: Row[Any], now: datetime, tail: Tail | None = None) -> Connect
         state_changed_at = tally.last_transition_at or row.registered_at
     assert state_changed_at is not None
     reports = tally.successes + tally.failures
+    opened = circuit.state in (State.OPEN, State.HALF_OPEN)
+    totals = (
+        circuit.window.totals(now, settings.window_span)
+        if circuit.window is not None and circuit.state in (State.CLOSED, State.UNKNOWN)
+        else None
+    )
     return ConnectionStatus(
         identifier=row.identifier,
         scope=api_scope(row.scope),
@@ -126,6 +152,19 @@ def status_of(row: Row[Any], now: datetime, tail: Tail | None = None) -> Connect
         time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
         half_open_max_calls=row.half_open_max_calls,
         probe_timeout=settings.permit_lifetime.total_seconds(),
+        expiry_strategy=settings.expiry_strategy,
+        backoff_factor=settings.backoff_factor,
+        max_expiry=row.max_expiry,
+        current_expiry=circuit.period(settings).total_seconds() if opened else None,
+        next_probe_at=circuit.expires_at(settings),
+        failure_rate_threshold=settings.failure_rate_threshold,
+        window=row.rate_window,
+        minimum_calls=settings.minimum_calls,
+        slow_call_duration=row.slow_call_duration,
+        slow_call_rate_threshold=settings.slow_call_rate_threshold,
+        window_calls=0 if totals is None else totals.calls,
+        window_failures=0 if totals is None else totals.failures,
+        window_slow_calls=0 if totals is None else totals.slow,
     )
 
 
@@ -144,6 +183,7 @@ def event_record(row: Row[Any]) -> Event:
         cause=None if row.cause is None else machine.Cause(row.cause),
         probe=bool(row.probe),
         actor=row.actor,
+        duration=row.duration,
         details=row.details,
     )
 
@@ -160,6 +200,16 @@ FIND_CIRCUIT: Select[Any] = select(
     connections.c.expiry,
     connections.c.half_open_max_calls,
     connections.c.probe_timeout,
+    connections.c.expiry_strategy,
+    connections.c.backoff_factor,
+    connections.c.max_expiry,
+    connections.c.open_period,
+    connections.c.failure_rate_threshold,
+    connections.c.rate_window,
+    connections.c.minimum_calls,
+    connections.c.slow_call_duration,
+    connections.c.slow_call_rate_threshold,
+    connections.c.window_counts,
 ).where(BY_IDENTITY)
 """Only what deciding admission needs (:func:`circuit_of`, :func:`settings_of`): a read on
 every guarded call, where each further column costs the driver its parsing."""

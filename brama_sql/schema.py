@@ -70,6 +70,16 @@ connections = Table(
     Column("tallied_through", BigInteger, nullable=False, server_default="0"),
     Column("pruned_through", BigInteger, nullable=False, server_default="0"),
     Column("checkpoint", JSON_DOCUMENT, nullable=True),
+    Column("expiry_strategy", String(16), nullable=False, server_default="fixed"),
+    Column("backoff_factor", Double(), nullable=False, server_default="2"),
+    Column("max_expiry", Double(), nullable=True),
+    Column("open_period", Double(), nullable=True),
+    Column("failure_rate_threshold", Double(), nullable=True),
+    Column("rate_window", Double(), nullable=True),
+    Column("minimum_calls", Integer, nullable=True),
+    Column("slow_call_duration", Double(), nullable=True),
+    Column("slow_call_rate_threshold", Double(), nullable=True),
+    Column("window_counts", JSON_DOCUMENT, nullable=True),
     UniqueConstraint("identifier", "scope"),
     sqlite_autoincrement=True,
     mysql_charset=MYSQL_CHARSET,
@@ -84,7 +94,12 @@ under the shared lock, only appends its event to the tail. ``verify`` checks the
 log.
 ``pruned_through`` is the id of the newest event :meth:`~brama_sql.Brama.prune` deleted, and
 ``checkpoint`` (JSON) what replaying the log up to it gave: the circuit, the settings and the
-tallies at that point, from which ``verify`` replays the rest."""
+tallies at that point, from which ``verify`` replays the rest.
+``expiry_strategy``, ``backoff_factor`` and ``max_expiry`` drive the backoff; ``open_period``
+is the open period of the current episode under the exponential strategy (``NULL``: the
+expiry). ``failure_rate_threshold``, ``rate_window`` (the API's ``window``), ``minimum_calls``,
+``slow_call_duration`` and ``slow_call_rate_threshold`` are the rate policies, and
+``window_counts`` (JSON) their time buckets (see :mod:`brama_sql.window`)."""
 
 events = Table(
     "brama_events",
@@ -104,6 +119,7 @@ events = Table(
     Column("actor", String(255), nullable=True),
     Column("details", JSON_DOCUMENT, nullable=True),
     Column("call_id", BigInteger, nullable=True),
+    Column("duration", Double(), nullable=True),
     Index(None, "connection_id", "id"),
     Index(None, "connection_id", "occurred_at"),
     Index(None, "identifier", "scope", "id"),

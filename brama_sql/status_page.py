@@ -31,6 +31,8 @@ STATE_COLOURS = {
     State.HALF_OPEN: "#f9a825",
     State.OPEN: "#c62828",
     State.UNKNOWN: "#9e9e9e",
+    State.DISABLED: "#1565c0",
+    State.FORCED_OPEN: "#6a1b9a",
 }
 SVG_WIDTH = 1000
 """The width of a timeline in SVG user units (it is scaled to the table column)."""
@@ -122,7 +124,13 @@ def status_page_html(
     counts = {state: sum(s.state is state for s in statuses) for state in State}
     summary = " ".join(
         f'<span class="badge state-{state.value}">{_state_label(state)}: {counts[state]}</span>'
-        for state in (State.OPEN, State.HALF_OPEN, State.CLOSED, State.UNKNOWN)
+        for state in (
+            State.OPEN,
+            State.HALF_OPEN,
+            State.CLOSED,
+            State.UNKNOWN,
+            *(forced for forced in (State.FORCED_OPEN, State.DISABLED) if counts[forced]),
+        )
     )
     rows = "\n".join(_row(status, window, show_metadata) for status in statuses)
     if not statuses:
@@ -211,7 +219,7 @@ def _timeline(status: ConnectionStatus, window: _Window) -> list[Segment]:
 def _trips(status: ConnectionStatus, window: _Window) -> int:
     """Transitions to ``open`` logged in the window."""
     logged = window.transitions.get((status.identifier, status.scope), [])
-    return sum(to is State.OPEN for _, _, to in logged)
+    return sum(to in (State.OPEN, State.FORCED_OPEN) for _, _, to in logged)
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -337,6 +345,8 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .state-open {{ background: #c62828; }}
 .state-half_open {{ background: #f9a825; color: #212121; }}
 .state-unknown {{ background: #9e9e9e; }}
+.state-disabled {{ background: #1565c0; }}
+.state-forced_open {{ background: #6a1b9a; }}
 .timeline-cell {{ width: 34%; min-width: 12rem; }}
 svg.timeline {{ width: 100%; height: 16px; display: block; }}
 .trips {{ color: #757575; font-size: .75rem; }}

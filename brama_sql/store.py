@@ -35,8 +35,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from brama_sql import circuit as machine
+from brama_sql import validation
 from brama_sql.availability import AvailabilityCache
-from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State
+from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State, column_values
 from brama_sql.clock import Clock, database_now, read
 from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
 from brama_sql.listeners import Listeners, Written
@@ -291,20 +292,23 @@ class Store:
             now = self.now(conn)
             found = changes(_options(row), dict(wanted))
             if found:
-                before, settings = circuit_of(row), settings_of(row)
+                settings = settings_of(row)
+                before, tail = _locked_circuit(conn, row, settings)
                 new_settings = settings.updated(found["new"])
                 outcome = machine.expire(before, settings, now).then(
                     lambda circuit: machine.configure(circuit, new_settings, now, found)
                 )
-                # The option columns are named like the options.
+                validation.settings(new_settings)
                 conn.execute(
-                    update(connections).where(connections.c.id == row.id).values(**found["new"])
+                    update(connections)
+                    .where(connections.c.id == row.id)
+                    .values(**column_values(found["new"]))
                 )
                 if new_settings.half_open_max_calls is None:
                     _drop_permits(conn, row.id)  # no longer limited: nothing settles them
                 elif new_settings.permit_lifetime < settings.permit_lifetime:
                     _shorten_permits(conn, row.id, new_settings.permit_lifetime)
-                _save(conn, row, before, outcome, actor, journal)
+                _save(conn, row, before, outcome, actor, journal, tail)
                 journal.gone.append(identity)
             fresh = _by_id(conn, row.id)
             return status_of(fresh, now)
@@ -350,7 +354,8 @@ class Store:
         def body(conn: Connection, journal: Journal) -> Outcome:
             row = self._lock(conn, identity, actor, journal)
             now = self.now(conn)
-            before, settings = circuit_of(row), settings_of(row)
+            settings = settings_of(row)
+            before, tail = _locked_circuit(conn, row, settings)
             expired = machine.expire(before, settings, now)
             permit = None
             if report:
@@ -358,7 +363,7 @@ class Store:
             outcome = expired.then(lambda circuit: step(circuit, settings, now, permit is not None))
             if permit is not None:
                 conn.execute(delete(permits).where(permits.c.id == permit))
-            _save(conn, row, before, outcome, actor, journal)
+            _save(conn, row, before, outcome, actor, journal, tail)
             return outcome
 
         return self._write(operation, body, Receipt(), retry_if=_duplicate_identity)
@@ -383,7 +388,7 @@ class Store:
             if machine.expire(before, settings, now).occurrences:
                 raise _NeedsExclusive
             outcome = step(before, settings, now, False)
-            if outcome.circuit != before or len(outcome.occurrences) != 1:
+            if not machine.appendable(before, settings, now, outcome):
                 raise _NeedsExclusive
             (occurrence,) = outcome.occurrences
             event_id = _append(conn, row.id, identity_of(row), [occurrence], actor, journal)
@@ -426,7 +431,7 @@ class Store:
                 raise _NeedsExclusive
             occurrences: list[Occurrence] = []
             for item in buffered:
-                outcome = machine.record(before, settings, Kind.SUCCESS, item.at, item.reason)
+                outcome = _late_success(before, settings, item)
                 if outcome.circuit != before or len(outcome.occurrences) != 1:
                     raise _NeedsExclusive
                 occurrences.extend(outcome.occurrences)
@@ -437,11 +442,12 @@ class Store:
         def one_by_one(conn: Connection, journal: Journal) -> None:
             for item in buffered:
                 row = self._lock(conn, identity, item.actor, journal)
-                before, settings = circuit_of(row), settings_of(row)
+                settings = settings_of(row)
+                before, tail = _locked_circuit(conn, row, settings)
                 outcome = machine.expire(before, settings, item.at).then(
                     functools.partial(_late_success, settings=settings, item=item)
                 )
-                _save(conn, row, before, outcome, item.actor, journal)
+                _save(conn, row, before, outcome, item.actor, journal, tail)
 
         try:
             self._write("success", healthy, Receipt())
@@ -463,9 +469,10 @@ class Store:
             if row is None:
                 return Admission.REFUSED
             now = self.now(conn)
-            before, settings = circuit_of(row), settings_of(row)
+            settings = settings_of(row)
+            before, tail = _locked_circuit(conn, row, settings)
             outcome = machine.expire(before, settings, now)
-            _save(conn, row, before, outcome, actor, journal)
+            _save(conn, row, before, outcome, actor, journal, tail)
             circuit = outcome.circuit
             if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
                 return _admitted(circuit.state)
@@ -713,6 +720,8 @@ class Store:
             retry_after = max(0.0, (expires_at - now).total_seconds())
         elif circuit.state is State.HALF_OPEN and settings.permits_limited:
             retry_after = None  # every permit is taken: their holders decide when
+        elif circuit.state is State.FORCED_OPEN:
+            retry_after = None  # until someone closes or resets it
         return Refusal(status_of(row, now), retry_after)
 
     def statuses(self, condition: ColumnElement[bool]) -> list[ConnectionStatus]:
@@ -843,10 +852,13 @@ class Buffered:
     at: datetime
     actor: str
     reason: str | None
+    duration: float | None = None
 
 
 def _late_success(circuit: Circuit, settings: Settings, item: Buffered) -> Outcome:
-    return machine.record(circuit, settings, Kind.SUCCESS, item.at, item.reason)
+    return machine.record(
+        circuit, settings, Kind.SUCCESS, item.at, item.reason, duration=item.duration
+    )
 
 
 class _NeedsExclusive(Exception):
@@ -887,7 +899,7 @@ def _insert(
             episode=circuit.episode,
             metadata=registration.metadata,
             registered_at=now,
-            **settings.as_options(),  # the option columns are named like the options
+            **settings.columns(),
             **Tally().adding_all(_kinds(outcome.occurrences)).columns(),
         )
     )
@@ -957,6 +969,7 @@ def _save(
     outcome: Outcome,
     actor: str,
     journal: Journal,
+    tail: Tail | None = None,
 ) -> None:
     """Write the row (circuit and tallies) if anything happened, drop permits once it leaves
     half-open, log."""
@@ -970,7 +983,7 @@ def _save(
         _drop_permits(conn, row.id)
     if after == before and not outcome.occurrences:
         return
-    tally = _folded(conn, row).adding_all(_kinds(outcome.occurrences))
+    tally = _folded(conn, row, tail).adding_all(_kinds(outcome.occurrences))
     _append(conn, row.id, identity_of(row), outcome.occurrences, actor, journal)
     conn.execute(
         SAVE_ROW,
@@ -980,6 +993,8 @@ def _save(
             "failure_count": after.failure_count,
             "opened_at": after.opened_at,
             "episode": after.episode,
+            "open_period": after.open_period,
+            "window_counts": None if after.window is None else after.window.as_json(),
             **tally.columns(),
         },
     )
@@ -1015,17 +1030,48 @@ NEWEST_EVENT_OF_ROW = (
 """The id of each row's newest event (one dive into ``(connection_id, id)`` per row)."""
 
 
-def _folded(conn: Connection, row: Row[Any]) -> Tally:
+def _folded(conn: Connection, row: Row[Any], tail: Tail | None = None) -> Tally:
     """The row's tallies with its tail folded in: the healthy successes appended under the
-    shared lock since ``tallied_through``. Only under the exclusive row lock (no tail event
-    can be added meanwhile)."""
-    count, latest = conn.execute(TAIL, {"row_id": row.id, "through": row.tallied_through}).one()
-    return Tally.of_row(row).with_tail(int(count), latest)
+    shared lock since ``tallied_through`` (read here unless ``tail`` was read already). Only
+    under the exclusive row lock (no tail event can be added meanwhile)."""
+    if tail is None:
+        count, latest = conn.execute(TAIL, {"row_id": row.id, "through": row.tallied_through}).one()
+        tail = (int(count), latest)
+    return Tally.of_row(row).with_tail(*tail)
 
 
 def fold(conn: Connection, row: Row[Any]) -> None:
-    """Fold the tail of a row locked exclusively into its tallies."""
-    conn.execute(SAVE_ROW, {"row_id": row.id, **_folded(conn, row).columns()})
+    """Fold the tail of a row locked exclusively into its tallies (and its rate window)."""
+    settings = settings_of(row)
+    circuit, tail = _locked_circuit(conn, row, settings)
+    values = {"row_id": row.id, **_folded(conn, row, tail).columns()}
+    if settings.rate_policy:
+        window = circuit.window
+        values["window_counts"] = None if window is None else window.as_json()
+    conn.execute(SAVE_ROW, values)
+
+
+TAIL_REPORTS = (
+    select(events.c.occurred_at, events.c.duration)
+    .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
+    .order_by(events.c.id)
+)
+"""The reports of the connection ``row_id`` after ``through``, oldest first."""
+
+
+def _locked_circuit(
+    conn: Connection, row: Row[Any], settings: Settings
+) -> tuple[Circuit, Tail | None]:
+    """The circuit of a row locked exclusively, with a rate policy on its tail of successes
+    counted in the window (:func:`~brama_sql.circuit.fold_tail`): what every write under the
+    exclusive lock starts from, since it moves ``tallied_through`` past the tail. Also the
+    tail's count and latest time when it was read (for :func:`_folded`), else ``None``."""
+    circuit = circuit_of(row)
+    if not settings.rate_policy:
+        return circuit, None
+    tail = conn.execute(TAIL_REPORTS, {"row_id": row.id, "through": row.tallied_through}).all()
+    folded = machine.fold_tail(circuit, settings, [(at, duration) for at, duration in tail])
+    return folded, (len(tail), max((at for at, _ in tail), default=None))
 
 
 def _drop_permits(
@@ -1070,9 +1116,9 @@ def _remove(
     journal: Journal,
 ) -> None:
     """Persist a due expiry, delete the row and its permits, log ``kind``."""
-    before = circuit_of(row)
+    before, tail = _locked_circuit(conn, row, settings_of(row))
     outcome = machine.expire(before, settings_of(row), now)
-    _save(conn, row, before, outcome, actor, journal)
+    _save(conn, row, before, outcome, actor, journal, tail)
     _drop_permits(conn, row.id)
     conn.execute(delete(connections).where(connections.c.id == row.id))
     farewell = Occurrence(kind, now, outcome.circuit.failure_count)
@@ -1115,6 +1161,7 @@ def _append(
             "failure_count": occurrence.failure_count,
             "cause": _value(occurrence.cause),
             "probe": occurrence.probe,
+            "duration": occurrence.duration,
             "actor": writer,
             "details": occurrence.details,
             "call_id": receipt.call_id,

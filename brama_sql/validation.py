@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from brama_sql.circuit import EXPIRY_STRATEGIES, Settings
 from brama_sql.errors import ArgumentTypeError, InvalidArgumentError
 from brama_sql.schema import IDENTIFIER_LENGTH, REASON_LENGTH
 
@@ -216,3 +217,96 @@ def _has_surrogate(value: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def rate(value: object, name: str) -> float | None:
+    """``None`` (off) or a share ``r`` with ``0 < r <= 1``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{name} must be a number or None, not {type(value).__name__}")
+    result = float(value)
+    if not 0 < result <= 1:
+        raise InvalidArgumentError(f"{name} must be more than 0 and at most 1, not {value!r}")
+    return result
+
+
+def backoff_factor(value: object) -> float:
+    """A finite number of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"backoff_factor must be a number, not {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result) or result < 1 or result > MAX_SECONDS:
+        raise InvalidArgumentError(f"backoff_factor must be a finite number >= 1, not {value!r}")
+    return result
+
+
+def expiry_strategy(value: object) -> str:
+    """``"fixed"`` or ``"exponential"``."""
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"expiry_strategy must be a str, not {type(value).__name__}")
+    if value not in EXPIRY_STRATEGIES:
+        raise InvalidArgumentError(
+            f"expiry_strategy must be one of {', '.join(map(repr, EXPIRY_STRATEGIES))}, "
+            f"not {value!r}"
+        )
+    return value
+
+
+POLICY_CHECKS: dict[str, Callable[[object], Any]] = {
+    "expiry_strategy": expiry_strategy,
+    "backoff_factor": backoff_factor,
+    "max_expiry": lambda value: optional_seconds(value, "max_expiry"),
+    "failure_rate_threshold": lambda value: rate(value, "failure_rate_threshold"),
+    "window": lambda value: optional_seconds(value, "window"),
+    "minimum_calls": lambda value: None if value is None else threshold(value, "minimum_calls"),
+    "slow_call_duration": lambda value: optional_seconds(value, "slow_call_duration"),
+    "slow_call_rate_threshold": lambda value: rate(value, "slow_call_rate_threshold"),
+}
+"""Each policy option (see :class:`~brama_sql.policies.Policies`) and its check, which
+returns its JSON form (durations in seconds)."""
+
+
+def policies(given: Mapping[str, object]) -> dict[str, Any]:
+    """The policy options in ``given`` checked, in their JSON form; any other name is an
+    :class:`ArgumentTypeError`, as an unknown keyword argument would be."""
+    unknown = sorted(name for name in given if name not in POLICY_CHECKS)
+    if unknown:
+        raise ArgumentTypeError(
+            f"unexpected keyword argument {', '.join(map(repr, unknown))} (the policy options "
+            f"are {', '.join(POLICY_CHECKS)})"
+        )
+    return {name: POLICY_CHECKS[name](value) for name, value in given.items()}
+
+
+def settings(value: Settings) -> Settings:
+    """Settings whose options agree with each other: ``max_expiry`` at least ``expiry``, and
+    a ``slow_call_rate_threshold`` only with a ``slow_call_duration``."""
+    if value.max_expiry is not None and value.max_expiry < value.expiry:
+        raise InvalidArgumentError(
+            f"max_expiry ({value.max_expiry.total_seconds()!r} s) must be at least the expiry "
+            f"({value.expiry.total_seconds()!r} s)"
+        )
+    if value.slow_call_rate_threshold is not None and value.slow_call_duration is None:
+        raise InvalidArgumentError(
+            "slow_call_rate_threshold needs slow_call_duration (which calls are slow)"
+        )
+    return value
+
+
+def duration(value: object) -> float | None:
+    """``None`` or a call's duration: non-negative, finite seconds or a ``timedelta``."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(
+            f"duration must be seconds (int or float) or a timedelta, not {type(value).__name__}"
+        )
+    result = float(value)
+    if not math.isfinite(result) or result < 0 or result > MAX_SECONDS:
+        raise InvalidArgumentError(
+            f"duration must be a non-negative, finite number of seconds, not {value!r}"
+        )
+    return timedelta(seconds=result).total_seconds()

@@ -34,6 +34,7 @@ from brama_sql.brama import Brama
 from brama_sql.errors import ArgumentTypeError, CircuitOpenError, InvalidArgumentError
 from brama_sql.guard import Exclusion, Guard
 from brama_sql.status_page import status_page_data, status_page_html
+from brama_sql.validation import POLICY_CHECKS
 
 __all__ = ["CONFIG_PREFIX", "BramaSQL", "BramaSQLState"]
 
@@ -51,8 +52,9 @@ BRAMA_OPTIONS = frozenset(
     name
     for name, parameter in inspect.signature(Brama.__init__).parameters.items()
     if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-)
-"""The keyword options of :class:`Brama`; each is also the config key ``BRAMA_SQL_<NAME>``."""
+) | frozenset(POLICY_CHECKS)
+"""The keyword options of :class:`Brama`, its policy options included (``expiry_strategy``,
+``failure_rate_threshold``, ...); each is also the config key ``BRAMA_SQL_<NAME>``."""
 OPTIONS = BRAMA_OPTIONS | {DATABASE_OPTION}
 SQLITE_FILE = "brama.db"
 """The SQLite file in the app's instance folder used when nothing else names a database."""

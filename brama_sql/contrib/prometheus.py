@@ -187,7 +187,8 @@ class BramaCollector(Collector):
                 failures.add_metric(labels, item.total_failures)
                 count = (trips or {}).get((item.identifier, stored_scope(item.scope)), 0)
                 opened.add_metric(labels, count)
-                seconds = item.time_since_state_change if item.state is State.OPEN else 0.0
+                refusing = item.state in (State.OPEN, State.FORCED_OPEN)
+                seconds = item.time_since_state_change if refusing else 0.0
                 open_seconds.add_metric(labels, seconds)
                 consecutive.add_metric(labels, item.failure_count)
             for (identifier, scope, cause, to_state), value in sorted(self._transitions.items()):

@@ -73,7 +73,14 @@ def test_timelines_start_from_the_state_at_the_windows_start(
         "end": NOW.isoformat(),
         "seconds": 86400.0,
     }
-    assert data["states"] == {"unknown": 1, "closed": 2, "open": 0, "half_open": 1}
+    assert data["states"] == {
+        "unknown": 1,
+        "closed": 2,
+        "open": 0,
+        "half_open": 1,
+        "disabled": 0,
+        "forced_open": 0,
+    }
     assert timeline(data, "steady") == [("closed", start, NOW)]
     # flaky's expiry (open -> half_open) was persisted, stamped at its due time, before the
     # window: it was half-open when the window began, until its probe closed it.

@@ -411,9 +411,16 @@ def test_state_is_a_str_enum_equal_to_its_value(state: State, value: str) -> Non
     assert State(value) is state
 
 
-def test_state_has_exactly_the_four_states_of_the_spec() -> None:
-    """No state beyond unknown, closed, open and half_open."""
-    assert {s.value for s in State} == {"unknown", "closed", "open", "half_open"}
+def test_state_has_exactly_the_six_states_of_the_spec() -> None:
+    """No state beyond unknown, closed, open, half_open and the forced ones (issue 9)."""
+    assert {s.value for s in State} == {
+        "unknown",
+        "closed",
+        "open",
+        "half_open",
+        "disabled",
+        "forced_open",
+    }
 
 
 def test_a_registered_connection_starts_unknown_with_nothing_counted() -> None:
