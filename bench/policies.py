@@ -59,13 +59,17 @@ def run(dialect: str, events: int, workdir: Path) -> dict[str, Any]:
             minimum_calls=NEVER,
         )
         result = {
-            "success": growth._compare(
-                lambda: brama.success("plain", scope=SCOPE),
-                lambda: brama.success("rated", scope=SCOPE),
+            "success": _off_on(
+                growth._compare(
+                    lambda: brama.success("plain", scope=SCOPE),
+                    lambda: brama.success("rated", scope=SCOPE),
+                )
             ),
-            "failure": growth._compare(
-                lambda: brama.failure("plain", scope=SCOPE),
-                lambda: brama.failure("rated", scope=SCOPE),
+            "failure": _off_on(
+                growth._compare(
+                    lambda: brama.failure("plain", scope=SCOPE),
+                    lambda: brama.failure("rated", scope=SCOPE),
+                )
             ),
         }
         brama.dispose()
@@ -76,6 +80,17 @@ def run(dialect: str, events: int, workdir: Path) -> dict[str, Any]:
                 force = " WITH (FORCE)" if dialect == "postgresql" else ""
                 conn.execute(text(f"DROP DATABASE IF EXISTS {url.database}{force}"))
             admin.dispose()
+
+
+def _off_on(figures: dict[str, float]) -> dict[str, float]:
+    """``growth._compare``'s figures named for this comparison: the policy off (the first
+    contender) and on; ``time_ratio`` is the median of the rounds' on/off time ratios, so it
+    need not equal the ratio of the two median rates."""
+    return {
+        "off_ops_per_s": figures["small_ops_per_s"],
+        "on_ops_per_s": figures["large_ops_per_s"],
+        "time_ratio": figures["time_ratio"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             results[dialect] = run(dialect, args.events, Path(workdir))
             for report, figures in results[dialect].items():
                 print(
-                    f"policies: {dialect} {report}(): off {figures['small_ops_per_s']:,.0f}/s, "
-                    f"on {figures['large_ops_per_s']:,.0f}/s, "
+                    f"policies: {dialect} {report}(): off {figures['off_ops_per_s']:,.0f}/s, "
+                    f"on {figures['on_ops_per_s']:,.0f}/s, "
                     f"time on/off {figures['time_ratio']:.2f}",
                     file=sys.stderr,
                 )

@@ -35,6 +35,6 @@ def test_the_short_run_measures_both_reports_with_and_without_the_policy(tmp_pat
     results = document["results"]["sqlite"]
     assert set(results) == {"success", "failure"}
     for figures in results.values():
-        assert figures["small_ops_per_s"] > 0 and figures["large_ops_per_s"] > 0
+        assert figures["off_ops_per_s"] > 0 and figures["on_ops_per_s"] > 0
         assert figures["time_ratio"] > 0
     assert "time on/off" in completed.stderr

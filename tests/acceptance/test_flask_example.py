@@ -1,8 +1,7 @@
 """``examples/flask_app`` for real: gunicorn with 4 workers, with and without ``--preload``, on
-SQLite and PostgreSQL (gunicorn's forks on MariaDB are tests/integration/test_fork.py's), in
-front of a fake inventory service that fails and then heals. Exactly one trip; once the trip
-has committed every worker refuses (503 with ``Retry-After``) without calling the inventory;
-no 5xx but the intended 503s; after the expiry a probe closes it.
+SQLite, PostgreSQL and MariaDB, in front of a fake inventory service that fails and then heals.
+Exactly one trip; once the trip has committed every worker refuses (503 with ``Retry-After``)
+without calling the inventory; no 5xx but the intended 503s; after the expiry a probe closes it.
 
 The workers are separate processes, so the expiry (1 s) passes on the wall clock: the test polls
 for the recovery in short steps, bounded by a deadline.
@@ -70,7 +69,7 @@ def inventory() -> Iterator[FakeInventory]:
     server.server_close()
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"], indirect=True)
 @pytest.mark.parametrize("preload", [False, True], ids=["fork-then-import", "preload"])
 def test_the_example_trips_once_refuses_everywhere_and_recovers(
     db_url: URL, inventory: FakeInventory, preload: bool, tmp_path: Path
