@@ -6,10 +6,12 @@ exclusive row lock, carried in pruning checkpoints and checked by ``verify``. Th
 collector reads it, so ``brama_sql_transitions_total`` is exact and the same from every
 process without counting the log.
 
-The upgrade fills it for the existing rows from the log in one grouped pass: the transitions
-of each row's registration still in the log (after ``pruned_through``; the ones a prune deleted
-before this revision are not counted, and the checkpoints, which hold no such tally, agree).
-Downgrading drops the column.
+The upgrade fills it for the existing rows in one grouped pass over the log: the transitions of
+each row's registration still in the log (after ``pruned_through``), plus those its pruning
+checkpoint counted, if it counts them (one written by this revision before a downgrade). The
+transitions a prune deleted under an older revision are not counted (their checkpoints hold no
+such tally either, so ``verify`` agrees). Downgrading drops the column; the checkpoints keep
+their counts, which older releases ignore.
 
 Revision ID: 0006
 Revises: 0005
@@ -38,6 +40,7 @@ def upgrade() -> None:
         "brama_connections",
         sa.column("id", sa.Integer()),
         sa.column("pruned_through", sa.BigInteger()),
+        sa.column("checkpoint", JSON_DOCUMENT),
         sa.column("transitions", JSON_DOCUMENT),
     )
     events = sa.table(
@@ -60,9 +63,17 @@ def upgrade() -> None:
         .group_by(events.c.connection_id, events.c.cause, events.c.to_state)
     )
     tallies: dict[int, dict[str, int]] = {}
+    checkpoints = sa.select(connections.c.id, connections.c.checkpoint).where(
+        connections.c.checkpoint.is_not(None)
+    )
+    for row in conn.execute(checkpoints):
+        counts = ((row.checkpoint or {}).get("tally") or {}).get("transitions") or {}
+        if counts:
+            tallies[int(row.id)] = {str(key): int(value) for key, value in counts.items()}
     for row in conn.execute(counted):
         key = f"{row.cause or ''}:{row.to_state or ''}"
-        tallies.setdefault(int(row.connection_id), {})[key] = int(row.transitions)
+        tally = tallies.setdefault(int(row.connection_id), {})
+        tally[key] = tally.get(key, 0) + int(row.transitions)
     if tallies:
         conn.execute(
             sa.update(connections)
