@@ -264,10 +264,10 @@ def verify(
 
     Reads the row and the log of its latest registration from one snapshot, replays the log
     (from the row's pruning checkpoint when :meth:`~brama_sql.Brama.prune` deleted its start)
-    and compares state, ``failure_count``, ``opened_at``, episode and the tallies (counts and
-    latest times) with the row. The settings come from the row; pass ``settings`` for a
-    connection that no longer exists (its log must then end with its removal). Raises
-    :class:`ReplayError` on any difference.
+    and compares state, ``failure_count``, ``opened_at``, episode and the tallies (counts, latest
+    times, transitions by cause) with the row. The settings come from the row; pass
+    ``settings`` for a connection that no longer exists (its log must then end with its
+    removal). Raises :class:`ReplayError` on any difference.
     """
     identity = Identity(identifier, scope)
     with _snapshot(engine) as conn:
