@@ -20,7 +20,7 @@ from brama_sql.errors import BramaError
 from brama_sql.records import Event
 from brama_sql.rows import Identity, circuit_of, event_record, settings_of
 from brama_sql.schema import connections, events, stored_scope
-from brama_sql.tallies import Tally
+from brama_sql.tallies import Tally, transition_key
 from brama_sql.window import Window
 
 
@@ -111,7 +111,7 @@ class Replay:
     def feed(self, event: Event) -> None:
         """Replay one more event."""
         seen = _occurrence(event)
-        self.tally = self.tally.adding(event.kind, event.occurred_at)
+        self.tally = self.tally.adding(event.kind, event.occurred_at, _transition(event))
         if self._expected:
             _match(event, seen, self._expected.popleft())
             return
@@ -182,6 +182,15 @@ def replay(
     for event in events:
         replaying.feed(event)
     return replaying.finish().circuit
+
+
+def _transition(event: Event) -> str | None:
+    """The tally key of a transition event (``None`` for the other kinds)."""
+    if event.kind is not Kind.TRANSITION:
+        return None
+    cause = None if event.cause is None else event.cause.value
+    to_state = None if event.to_state is None else event.to_state.value
+    return transition_key(cause, to_state)
 
 
 def _registered_with(registration: Event, log: Sequence[Event], final: Settings) -> Settings:
@@ -255,10 +264,10 @@ def verify(
 
     Reads the row and the log of its latest registration from one snapshot, replays the log
     (from the row's pruning checkpoint when :meth:`~brama_sql.Brama.prune` deleted its start)
-    and compares state, ``failure_count``, ``opened_at``, episode and the tallies (counts and
-    latest times) with the row. The settings come from the row; pass ``settings`` for a
-    connection that no longer exists (its log must then end with its removal). Raises
-    :class:`ReplayError` on any difference.
+    and compares state, ``failure_count``, ``opened_at``, episode and the tallies (counts, latest
+    times, transitions by cause) with the row. The settings come from the row; pass
+    ``settings`` for a connection that no longer exists (its log must then end with its
+    removal). Raises :class:`ReplayError` on any difference.
     """
     identity = Identity(identifier, scope)
     with _snapshot(engine) as conn:

@@ -80,6 +80,7 @@ connections = Table(
     Column("slow_call_duration", Double(), nullable=True),
     Column("slow_call_rate_threshold", Double(), nullable=True),
     Column("window_counts", JSON_DOCUMENT, nullable=True),
+    Column("transitions", JSON_DOCUMENT, nullable=True),
     UniqueConstraint("identifier", "scope"),
     sqlite_autoincrement=True,
     mysql_charset=MYSQL_CHARSET,
@@ -99,7 +100,9 @@ tallies at that point, from which ``verify`` replays the rest.
 is the open period of the current episode under the exponential strategy (``NULL``: the
 expiry). ``failure_rate_threshold``, ``rate_window`` (the API's ``window``), ``minimum_calls``,
 ``slow_call_duration`` and ``slow_call_rate_threshold`` are the rate policies, and
-``window_counts`` (JSON) their time buckets (see :mod:`brama_sql.window`)."""
+``window_counts`` (JSON) their time buckets (see :mod:`brama_sql.window`). ``transitions``
+(JSON) is the tally of its transitions by cause and target state, ``{"<cause>:<to_state>":
+count}`` (``NULL``: none), which the Prometheus collector reads."""
 
 events = Table(
     "brama_events",

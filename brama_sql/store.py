@@ -59,7 +59,7 @@ from brama_sql.rows import (
     with_tail,
 )
 from brama_sql.schema import api_scope, connections, events, permits, stored_scope
-from brama_sql.tallies import Tally
+from brama_sql.tallies import Added, Tally, transition_key
 from brama_sql.transaction import Transactions
 
 Step = Callable[[Circuit, Settings, datetime, bool], Outcome]
@@ -1177,8 +1177,17 @@ def _append(
     return event_id
 
 
-def _kinds(occurrences: Sequence[Occurrence]) -> list[tuple[Kind, datetime]]:
-    return [(occurrence.kind, occurrence.occurred_at) for occurrence in occurrences]
+def _kinds(occurrences: Sequence[Occurrence]) -> list[Added]:
+    return [
+        (
+            occurrence.kind,
+            occurrence.occurred_at,
+            transition_key(_value(occurrence.cause), _value(occurrence.to_state))
+            if occurrence.kind is Kind.TRANSITION
+            else None,
+        )
+        for occurrence in occurrences
+    ]
 
 
 def _value(member: State | machine.Cause | None) -> str | None:

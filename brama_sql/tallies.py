@@ -1,5 +1,6 @@
-"""The tallies a connection's row keeps of its log: how many successes and failures it holds and
-when its latest report, transition and event happened.
+"""The tallies a connection's row keeps of its log: how many successes and failures it holds, how
+many transitions of each cause to each state, and when its latest report, transition and event
+happened.
 
 A row's tally counts its events up to ``tallied_through``; a write under the exclusive row lock
 adds its own events (:meth:`Tally.adding`) and the tail of healthy successes written since under
@@ -10,8 +11,8 @@ pure value: no I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,9 +25,18 @@ COLUMNS = (
     "last_failure_at",
     "last_transition_at",
     "last_event_at",
+    "transitions",
 )
 """The ``brama_connections`` columns of a tally, named like its fields."""
 TIMES = {Kind.SUCCESS: "last_success_at", Kind.FAILURE: "last_failure_at"}
+Added = tuple[Kind, datetime, str | None]
+"""An event as a tally counts it: its kind, when, and (a transition) its :func:`transition_key`."""
+
+
+def transition_key(cause: str | None, to_state: str | None) -> str:
+    """The key a transition is counted under in :attr:`Tally.transitions`:
+    ``"<cause>:<to_state>"`` (e.g. ``"report:open"``)."""
+    return f"{cause or ''}:{to_state or ''}"
 
 
 @dataclass(frozen=True)
@@ -39,10 +49,13 @@ class Tally:
     last_failure_at: datetime | None = None
     last_transition_at: datetime | None = None
     last_event_at: datetime | None = None
+    transitions: Mapping[str, int] = field(default_factory=dict)
+    """Transitions by :func:`transition_key` (cause and target state)."""
 
-    def adding(self, kind: Kind, occurred_at: datetime) -> Tally:
+    def adding(self, kind: Kind, occurred_at: datetime, transition: str | None = None) -> Tally:
         """This tally with one more event of ``kind`` at ``occurred_at`` (latest times are the
-        greatest seen, as ``MAX(occurred_at)`` over the log would be, whatever the order)."""
+        greatest seen, as ``MAX(occurred_at)`` over the log would be, whatever the order);
+        ``transition`` is a transition's :func:`transition_key`."""
         changes: dict[str, Any] = {"last_event_at": _latest(self.last_event_at, occurred_at)}
         if kind is Kind.SUCCESS:
             changes["successes"] = self.successes + 1
@@ -52,13 +65,15 @@ class Tally:
             changes[TIMES[kind]] = _latest(getattr(self, TIMES[kind]), occurred_at)
         elif kind is Kind.TRANSITION:
             changes["last_transition_at"] = _latest(self.last_transition_at, occurred_at)
+            key = transition if transition is not None else transition_key(None, None)
+            changes["transitions"] = {**self.transitions, key: self.transitions.get(key, 0) + 1}
         return replace(self, **changes)
 
-    def adding_all(self, events: Iterable[tuple[Kind, datetime]]) -> Tally:
-        """This tally with each ``(kind, occurred_at)`` of ``events`` added."""
+    def adding_all(self, events: Iterable[Added]) -> Tally:
+        """This tally with each ``(kind, occurred_at, transition key)`` of ``events`` added."""
         tally = self
-        for kind, occurred_at in events:
-            tally = tally.adding(kind, occurred_at)
+        for kind, occurred_at, transition in events:
+            tally = tally.adding(kind, occurred_at, transition)
         return tally
 
     def with_tail(self, successes: int, latest: datetime | None) -> Tally:
@@ -75,13 +90,15 @@ class Tally:
 
     def columns(self) -> dict[str, Any]:
         """The ``brama_connections`` column values of this tally."""
-        return {name: getattr(self, name) for name in COLUMNS}  # asdict() would deep-copy
+        values = {name: getattr(self, name) for name in COLUMNS}  # asdict() would deep-copy
+        values["transitions"] = dict(self.transitions)
+        return values
 
     def as_json(self) -> dict[str, Any]:
         """This tally as JSON (times in ISO 8601), for a pruning checkpoint."""
         return {
             name: value.isoformat() if isinstance(value, datetime) else value
-            for name, value in asdict(self).items()
+            for name, value in self.columns().items()
         }
 
     @classmethod
@@ -99,12 +116,21 @@ class Tally:
             last_failure_at=time("last_failure_at"),
             last_transition_at=time("last_transition_at"),
             last_event_at=time("last_event_at"),
+            transitions=transition_counts(document.get("transitions")),
         )
 
     @classmethod
     def of_row(cls, row: Any) -> Tally:
         """The tally a ``brama_connections`` row holds."""
-        return cls(**{name: getattr(row, name) for name in COLUMNS})
+        values = {name: getattr(row, name) for name in COLUMNS}
+        values["transitions"] = transition_counts(values["transitions"])
+        return cls(**values)
+
+
+def transition_counts(document: Any) -> dict[str, int]:
+    """The counts of a stored ``transitions`` document (``NULL`` or absent, as written before
+    revision 0006: none)."""
+    return {str(key): int(value) for key, value in (document or {}).items()}
 
 
 def _latest(current: datetime | None, candidate: datetime) -> datetime:

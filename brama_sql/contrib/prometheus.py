@@ -1,9 +1,9 @@
 """Prometheus metrics of brama_sql's circuits, for ``prometheus_client`` (extra ``prometheus``).
 
 :class:`BramaCollector` is a custom collector: each scrape reads the circuits once, from the
-tallies the rows keep (``Brama.connections()`` and one more read of ``brama_connections``), and
-the transitions committed since the previous scrape (a range of the log's primary key), so a
-scrape costs the same at a thousand events as at a million. :func:`metrics_exposition` renders
+tallies the rows keep (``Brama.connections()`` and one more read of ``brama_connections``), never
+the log, so a scrape costs the same at a thousand events as at a million and every process
+reports the same counts. :func:`metrics_exposition` renders
 them for a web view (Flask, Django).
 
 Metrics (labels ``identifier`` and ``scope``; the unscoped connection has ``scope=""``):
@@ -12,8 +12,8 @@ Metrics (labels ``identifier`` and ``scope``; the unscoped connection has ``scop
 - ``brama_sql_successes_total`` / ``brama_sql_failures_total``: reports since registration;
 - ``brama_sql_trips_total``: times the circuit opened since registration (by failures or by
   hand), shared by every process;
-- ``brama_sql_transitions_total{cause,to_state}``: transitions committed since this collector
-  began (its first scrape), by cause, counted by this process;
+- ``brama_sql_transitions_total{cause,to_state}``: transitions since registration by cause and
+  target state (the row's ``transitions`` tally), exact and shared by every process;
 - ``brama_sql_open_seconds``: seconds the current open episode has lasted (0 unless open);
 - ``brama_sql_consecutive_failures``: the failure count the threshold is compared with;
 - ``brama_sql_up``: 1 when the scrape could read the database, else 0 (and nothing else).
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,26 +30,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from brama_sql import validation
 from brama_sql.brama import EVERY_SCOPE, Brama
-from brama_sql.circuit import Kind, State
+from brama_sql.circuit import State
 from brama_sql.errors import BramaDatabaseError
 from brama_sql.records import ConnectionStatus
-from brama_sql.schema import connections, events, stored_scope
+from brama_sql.schema import connections, stored_scope
+from brama_sql.tallies import transition_counts
 
-__all__ = ["OVERLAP", "BramaCollector", "metrics_exposition"]
-
-OVERLAP = 1000
-"""How many ids below the newest one seen a scrape reads again: a transaction that took an id
-before another's but committed after that one was read is still counted (once), as long as no
-more than this many events were logged meanwhile."""
+__all__ = ["BramaCollector", "metrics_exposition"]
 
 LABELS = ("identifier", "scope")
-TransitionKey = tuple[str, str, str, str]
-"""(identifier, stored scope, cause, to_state)."""
+Counts = dict[tuple[str, str], tuple[int, dict[str, int]]]
+"""Per (identifier, stored scope): times opened (episode) and transitions by cause key."""
 
 
 class BramaCollector(Collector):
@@ -71,30 +66,24 @@ class BramaCollector(Collector):
         self.scope = scope
         self.namespace = namespace
         self._lock = threading.Lock()
-        self._transitions: Counter[TransitionKey] = Counter()
-        self._newest: int | None = None
-        """The newest event id the previous scrape saw (``None`` before the first)."""
-        self._counted: set[int] = set()
-        """Ids of transitions counted within :data:`OVERLAP` of ``_newest``."""
 
     def describe(self) -> Iterable[Metric]:
         """The metric families, without samples (so registering reads nothing)."""
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        """Read the circuits and the new transitions; one scrape."""
+        """Read the circuits and their counters; one scrape."""
         with self._lock:
             try:
                 statuses = self._statuses()
-                trips = self._read(self._trips)
-                self._read(self._count_transitions)
+                counts = self._read(self._counts)
             except BramaDatabaseError:
                 up = GaugeMetricFamily(
                     f"{self.namespace}_up", "Whether the scrape could read the database."
                 )
                 up.add_metric([], 0)
                 return [up]
-            return list(self._families(statuses, trips))
+            return list(self._families(statuses, counts))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -108,43 +97,31 @@ class BramaCollector(Collector):
         retries and error translation)."""
         return self.brama._store.run("metrics", body, write=False)
 
-    def _trips(self, conn: Connection) -> dict[tuple[str, str], int]:
-        """Times each connection opened since registration (its row's episode counter)."""
-        query = select(connections.c.identifier, connections.c.scope, connections.c.episode)
-        if self.scope is not EVERY_SCOPE:
-            query = query.where(connections.c.scope == stored_scope(self.scope))
-        return {(row.identifier, row.scope): int(row.episode) for row in conn.execute(query)}
-
-    def _count_transitions(self, conn: Connection) -> None:
-        """Count the transitions logged since the previous scrape (a primary key range)."""
-        newest = conn.execute(select(func.max(events.c.id))).scalar_one() or 0
-        first = self._newest is None
-        lowest = max(0, (newest if self._newest is None else self._newest) - OVERLAP)
+    def _counts(self, conn: Connection) -> Counts:
+        """Times each connection opened since registration (its row's episode counter) and its
+        transitions by cause (its row's ``transitions`` tally); one read of the rows."""
         query = select(
-            events.c.id, events.c.identifier, events.c.scope, events.c.cause, events.c.to_state
-        ).where(
-            events.c.id > lowest,
-            events.c.id <= newest,
-            events.c.kind == Kind.TRANSITION.value,
+            connections.c.identifier,
+            connections.c.scope,
+            connections.c.episode,
+            connections.c.transitions,
         )
         if self.scope is not EVERY_SCOPE:
-            query = query.where(events.c.scope == stored_scope(self.scope))
-        for row in conn.execute(query):
-            if row.id in self._counted:
-                continue
-            self._counted.add(row.id)
-            if not first:  # the first scrape only notes what came before the collector
-                self._transitions[(row.identifier, row.scope, row.cause or "", row.to_state)] += 1
-        self._newest = newest if self._newest is None else max(self._newest, newest)
-        floor = self._newest - OVERLAP
-        self._counted = {number for number in self._counted if number > floor}
+            query = query.where(connections.c.scope == stored_scope(self.scope))
+        return {
+            (row.identifier, row.scope): (
+                int(row.episode),
+                transition_counts(row.transitions),
+            )
+            for row in conn.execute(query)
+        }
 
     # -- the metric families ---------------------------------------------------------------
 
     def _families(
         self,
         statuses: list[ConnectionStatus] | None = None,
-        trips: dict[tuple[str, str], int] | None = None,
+        counts: Counts | None = None,
     ) -> Iterator[Metric]:
         name = self.namespace
         up = GaugeMetricFamily(f"{name}_up", "Whether the scrape could read the database.")
@@ -164,7 +141,7 @@ class BramaCollector(Collector):
         )
         transitions = CounterMetricFamily(
             f"{name}_transitions",
-            "State transitions committed since this process's collector began, by cause.",
+            "State transitions since registration, by cause and target state.",
             labels=[*LABELS, "cause", "to_state"],
         )
         open_seconds = GaugeMetricFamily(
@@ -185,14 +162,16 @@ class BramaCollector(Collector):
                     state.add_metric([*labels, member.value], 1 if item.state is member else 0)
                 successes.add_metric(labels, item.total_successes)
                 failures.add_metric(labels, item.total_failures)
-                count = (trips or {}).get((item.identifier, stored_scope(item.scope)), 0)
-                opened.add_metric(labels, count)
+                key = (item.identifier, stored_scope(item.scope))
+                trips, by_cause = (counts or {}).get(key, (0, {}))
+                opened.add_metric(labels, trips)
+                for cause_key, value in sorted(by_cause.items()):
+                    cause, _, to_state = cause_key.partition(":")
+                    transitions.add_metric([*labels, cause, to_state], value)
                 refusing = item.state in (State.OPEN, State.FORCED_OPEN)
                 seconds = item.time_since_state_change if refusing else 0.0
                 open_seconds.add_metric(labels, seconds)
                 consecutive.add_metric(labels, item.failure_count)
-            for (identifier, scope, cause, to_state), value in sorted(self._transitions.items()):
-                transitions.add_metric([identifier, scope, cause, to_state], value)
         yield from (up, state, successes, failures, opened, transitions, open_seconds, consecutive)
 
 
@@ -207,8 +186,7 @@ def metrics_exposition(brama: Brama, *, scope: Any = EVERY_SCOPE) -> tuple[bytes
     type)``, for a web view to return as they are.
 
     Each ``(brama, scope)`` keeps one :class:`BramaCollector` in a registry of its own for the
-    life of ``brama`` (so the transition counters go on from scrape to scrape); other metrics
-    of the process are not included.
+    life of ``brama``; other metrics of the process are not included.
     """
     key: object = scope if scope is EVERY_SCOPE else validation.scope(scope)
     with _registries_lock:
