@@ -132,9 +132,6 @@ class BramaSQL:
             )
         self.options = dict(options)
         """The defaults given to the constructor."""
-        self._guarded: weakref.WeakKeyDictionary[Brama, dict[int, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
         if app is not None:
             self.init_app(app)
 
@@ -209,15 +206,18 @@ class BramaSQL:
                     f"protect() needs a plain function, not {function.__qualname__!r} (a "
                     "coroutine or generator function)"
                 )
-            key = id(function)
+            # This decoration's wrapper per Brama (one per app): each decoration has its own,
+            # so one function protected under two identifiers reports to each.
+            made: weakref.WeakKeyDictionary[Brama, Callable[..., Any]] = (
+                weakref.WeakKeyDictionary()
+            )
 
             @functools.wraps(function)
             def protected(*args: Any, **kwargs: Any) -> Any:
                 brama = self.get_brama()
-                made = self._guarded.setdefault(brama, {})
-                wrapped = made.get(key)
+                wrapped = made.get(brama)
                 if wrapped is None:
-                    wrapped = made[key] = brama.protect(identifier, **options)(function)
+                    wrapped = made[brama] = brama.protect(identifier, **options)(function)
                 return wrapped(*args, **kwargs)
 
             return protected  # type: ignore[return-value]

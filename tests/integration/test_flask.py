@@ -181,6 +181,26 @@ def test_client_errors_of_a_protected_view_are_not_failures(
     assert (status.state, status.total_failures, status.total_successes) == (State.UNKNOWN, 0, 0)
 
 
+def test_one_function_protected_under_two_identifiers_reports_to_each(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app()
+    ext = BramaSQL(app)
+    ext.get_brama(app).migrate()
+
+    def fetch() -> int:
+        return 1
+
+    for_a = ext.protect("api-a", register=True)(fetch)
+    for_b = ext.protect("api-b", register=True)(fetch)
+    with app.app_context():
+        for_a()
+        for_b()
+        for_b()
+        assert ext.brama.status("api-a").total_successes == 1
+        assert ext.brama.status("api-b").total_successes == 2
+
+
 def test_one_extension_serves_several_apps_each_on_its_own_database(
     make_app: Callable[..., Flask], brama: Brama, tmp_path: Path
 ) -> None:
