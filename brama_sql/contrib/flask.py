@@ -208,9 +208,7 @@ class BramaSQL:
                 )
             # This decoration's wrapper per Brama (one per app): each decoration has its own,
             # so one function protected under two identifiers reports to each.
-            made: weakref.WeakKeyDictionary[Brama, Callable[..., Any]] = (
-                weakref.WeakKeyDictionary()
-            )
+            made: weakref.WeakKeyDictionary[Brama, Callable[..., Any]] = weakref.WeakKeyDictionary()
 
             @functools.wraps(function)
             def protected(*args: Any, **kwargs: Any) -> Any:

@@ -106,3 +106,29 @@ def test_urls_from_databases() -> None:
     assert maria.drivername == "mysql+pymysql"
     assert maria.password is None and maria.port == 3306
     assert dict(maria.query) == {"charset": "utf8mb4"}
+
+
+def test_protect_refuses_coroutine_and_generator_views_when_decorated() -> None:
+    from brama_sql.contrib.django import protect
+    from brama_sql.errors import ArgumentTypeError
+
+    async def view(request: object) -> None: ...
+
+    def stream(request: object) -> Iterator[str]:
+        yield "x"
+
+    for function in (view, stream):
+        with pytest.raises(ArgumentTypeError, match="plain function"):
+            protect("payments-api")(function)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "header"), [(29.2, "30"), (0.0, "1"), (0.4, "1"), (None, "1")]
+)
+def test_a_refusal_always_says_when_to_retry(retry_after: float | None, header: str) -> None:
+    from brama_sql.contrib.django.protection import refused_response
+    from brama_sql.errors import CircuitOpenError
+
+    response = refused_response(CircuitOpenError("payments-api", None, None, retry_after))
+    assert response.status_code == 503
+    assert response["Retry-After"] == header

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -11,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 
 from brama_sql.brama import Brama
 from brama_sql.contrib.django.runtime import get_brama
-from brama_sql.errors import CircuitOpenError
+from brama_sql.errors import ArgumentTypeError, CircuitOpenError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,11 +25,19 @@ def protect(identifier: str, *, scope: str | None = None, **options: Any) -> Cal
 
     On a view (its first argument, or the first after ``self``, is an ``HttpRequest``), a
     refused call becomes an HTTP 503 response with a ``Retry-After`` header (whole seconds,
-    when known) instead of :class:`~brama_sql.CircuitOpenError`; elsewhere the error
-    propagates, for the caller to handle.
+    rounded up, at least 1; 1 when the wait is unknown) instead of
+    :class:`~brama_sql.CircuitOpenError`; elsewhere the error propagates, for the caller to
+    handle. A coroutine or generator function is refused when decorated
+    (:class:`~brama_sql.ArgumentTypeError`), as :meth:`Brama.protect
+    <brama_sql.Brama.protect>` refuses it.
     """
 
     def decorate(function: F) -> F:
+        if inspect.iscoroutinefunction(function) or inspect.isgeneratorfunction(function):
+            raise ArgumentTypeError(
+                f"protect() needs a plain function, not {function.__qualname__!r} (a "
+                "coroutine or generator function)"
+            )
         made: list[tuple[Brama, Callable[..., Any]]] = []
 
         def protected_for(brama: Brama) -> Callable[..., Any]:
@@ -53,12 +62,14 @@ def protect(identifier: str, *, scope: str | None = None, **options: Any) -> Cal
 
 
 def refused_response(error: CircuitOpenError) -> HttpResponse:
-    """The 503 response for a refused call, with ``Retry-After`` when the wait is known."""
+    """The 503 response for a refused call, with ``Retry-After``: the wait in whole seconds,
+    rounded up and at least 1, or 1 when the wait is unknown (half-open with every probe
+    permit taken, forced open, the database away), as the Flask extension answers."""
     response = HttpResponse(
         f"Service unavailable: {error.identifier} is not available now.\n",
         status=503,
         content_type="text/plain; charset=utf-8",
     )
-    if error.retry_after is not None:
-        response["Retry-After"] = str(max(0, math.ceil(error.retry_after)))
+    wait = error.retry_after
+    response["Retry-After"] = "1" if wait is None else str(max(1, math.ceil(wait)))
     return response
