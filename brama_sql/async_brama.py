@@ -454,7 +454,11 @@ class AsyncBrama:
         return AsyncCleaner(self, interval).start()
 
     async def dispose(self) -> None:
-        """Close the engine's pooled database connections (:meth:`Brama.dispose`)."""
+        """Wait for the calls still running, those whose callers were cancelled included (a
+        report that began is written), then close the engine's pooled database connections
+        (:meth:`Brama.dispose`). Call it before the event loop ends: a loop that ends first
+        cancels such calls, and their transactions roll back."""
+        await bridge.drain()
         await bridge.run(self.sync.dispose)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ class AsyncCleaner:
         self.removed = 0
         """How many connections the runs have removed in total."""
         self._task: asyncio.Task[None] | None = None
+        self._run: asyncio.Future[int] | None = None
+        """The cleanup running now, which :meth:`stop` lets finish."""
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
@@ -58,6 +61,9 @@ class AsyncCleaner:
         except asyncio.CancelledError:
             if not task.cancelled():
                 raise  # the caller itself was cancelled
+        running, self._run = self._run, None
+        if running is not None and not running.done():
+            await asyncio.wait([running])  # a failure is logged by _log_failure
 
     async def run_once(self) -> int:
         """Run one cleanup now; return how many connections it removed."""
@@ -73,9 +79,16 @@ class AsyncCleaner:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            try:
-                await self.run_once()
-            except Exception:
-                logger.exception(
-                    "brama_sql cleanup failed; the next run is in %g seconds", self.interval
-                )
+            self._run = run = asyncio.ensure_future(self.run_once())
+            run.add_done_callback(self._log_failure)
+            with contextlib.suppress(Exception):  # logged by _log_failure
+                await asyncio.shield(run)
+
+    def _log_failure(self, run: asyncio.Future[int]) -> None:
+        error = None if run.cancelled() else run.exception()
+        if error is not None:
+            logger.error(
+                "brama_sql cleanup failed; the next run is in %g seconds",
+                self.interval,
+                exc_info=error,
+            )

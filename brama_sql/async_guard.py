@@ -117,6 +117,8 @@ class AsyncGuard:
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         """The synchronous :class:`~brama_sql.Guard` whose admission and reports it runs."""
+        self._open: list[AsyncPermit] = []
+        """The permits of the blocks of this guard not yet exited, in any task."""
 
     def __repr__(self) -> str:
         return f"<AsyncGuard of {describe(self.identifier, self.scope)}>"
@@ -145,6 +147,7 @@ class AsyncGuard:
     async def __aenter__(self) -> AsyncPermit:
         permit = await self.admit()
         _entered.set((*_entered.get(), (self, permit)))
+        self._open.append(permit)
         return permit
 
     async def __aexit__(
@@ -154,9 +157,20 @@ class AsyncGuard:
         traceback: TracebackType | None,
     ) -> None:
         entered = _entered.get()
-        index = max(i for i, (guard, _) in enumerate(entered) if guard is self)
-        permit = entered[index][1]
-        _entered.set(entered[:index] + entered[index + 1 :])
+        mine = [i for i, (guard, _) in enumerate(entered) if guard is self]
+        if mine:
+            permit = entered[mine[-1]][1]
+            _entered.set(entered[: mine[-1]] + entered[mine[-1] + 1 :])
+        elif len(self._open) == 1:
+            # Exited in another task than the one that entered it (an AsyncExitStack closed
+            # elsewhere): the guard's only open block is the one ending.
+            permit = self._open[0]
+        else:
+            raise RuntimeError(
+                f"{self!r} exited in a task that did not enter it while {len(self._open)} of "
+                "its blocks are open: exit a guard in the task that entered it"
+            )
+        self._open.remove(permit)
         await self.settle(permit, exc)
         # Returning None lets the caller's exception propagate as it was raised.
 

@@ -50,6 +50,9 @@ _tags: weakref.WeakKeyDictionary[asyncio.Future[Any], str] = weakref.WeakKeyDict
 """The caller of each task: ``task-N`` for a task of the application, and for a bridged call's
 task the tag of the task that made the call."""
 _numbers = itertools.count(1)
+_in_flight: set[asyncio.Task[Any]] = set()
+"""The bridged calls not yet ended, whose callers may have stopped waiting (cancelled):
+:func:`drain` waits for them."""
 
 
 def task_tag() -> str | None:
@@ -94,8 +97,18 @@ def _start(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.
     inner = asyncio.ensure_future(greenlet_spawn(function, *args, **kwargs))
     if tag is not None:
         _tags[inner] = tag  # before it first runs: ensure_future only schedules it
+    _in_flight.add(inner)
+    inner.add_done_callback(_in_flight.discard)
     inner.add_done_callback(_retrieved)
     return inner
+
+
+async def drain() -> None:
+    """Wait until every bridged call of the running event loop has ended, those whose callers
+    were cancelled included (their transactions run on to the commit or the rollback)."""
+    loop = asyncio.get_running_loop()
+    while pending := [task for task in _in_flight if task.get_loop() is loop and not task.done()]:
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _hand_back(task: asyncio.Future[Permit | None]) -> None:
