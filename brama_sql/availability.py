@@ -42,13 +42,19 @@ class AvailabilityCache:
         self._seen: dict[Identity, Seen] = {}
 
     def healthy(self, identity: Identity, now: datetime, window: timedelta) -> bool:
-        """Whether the circuit was seen closed, with no failures counted, less than ``window``
-        before ``now`` (a success then changes nothing but the log)."""
+        """Whether the circuit was seen closed, with no failures counted and no rate policy
+        on, less than ``window`` before ``now`` (a success then changes nothing but the log;
+        under a rate policy a success may bring the window to ``minimum_calls`` or be slow,
+        and trip it)."""
         seen = self._seen.get(identity)
         if seen is None or not seen.at <= now < seen.at + window:
             return False
         circuit = seen.circuit
-        return circuit.state is State.CLOSED and circuit.failure_count == 0
+        return (
+            circuit.state is State.CLOSED
+            and circuit.failure_count == 0
+            and not seen.settings.rate_policy
+        )
 
     def answer(self, identity: Identity, now: datetime) -> bool | None:
         """Whether a call may go through, from what was seen less than ``window`` before

@@ -78,6 +78,9 @@ MANUAL_ACTIONS: dict[Cause, tuple[State, str]] = {
 
 FIXED = "fixed"
 EXPONENTIAL = "exponential"
+MAX_OPEN_PERIOD = 10 * 365 * 86_400.0
+"""The longest open period backoff reaches without ``max_expiry`` (ten years, the longest
+duration an option takes): an uncapped period would soon pass the last date there is."""
 EXPIRY_STRATEGIES = (FIXED, EXPONENTIAL)
 DEFAULT_WINDOW = timedelta(seconds=60)
 DEFAULT_MINIMUM_CALLS = 10
@@ -336,7 +339,8 @@ def record(
     late result. In ``unknown`` and ``closed`` with a rate policy on, the report is counted in
     the window; the circuit opens when the consecutive failures reach ``failure_threshold``,
     or when the window holds at least ``minimum_calls`` reports and the failure share reaches
-    ``failure_rate_threshold`` or the slow share ``slow_call_rate_threshold``.
+    ``failure_rate_threshold`` or the slow share ``slow_call_rate_threshold`` (a report
+    dated before the window's newest bucket is counted but decides no rate).
     Call :func:`expire` first: a report never applies an expiry itself.
     """
     if kind not in (Kind.SUCCESS, Kind.FAILURE):
@@ -354,14 +358,20 @@ def record(
         if kind is Kind.SUCCESS:
             return _moved(circuit, _closed(after), report, "probe succeeded")
         return _moved(circuit, _opened(after, settings, now, again=True), report, "probe failed")
+    late = False
     if settings.rate_policy:
-        window = (circuit.window or Window()).adding(
+        before = circuit.window or Window()
+        late = before.is_behind(now, settings.window_span)
+        window = before.adding(
             now, settings.window_span, failed=kind is Kind.FAILURE, slow=settings.is_slow(duration)
         )
         after = replace(after, window=window)
     if kind is Kind.FAILURE and count >= settings.failure_threshold:
         return _moved(circuit, _opened(after, settings, now), report, "failure threshold reached")
-    tripped = _rate_reached(after, settings, now)
+    # A report dated before the window's newest bucket (a clock behind another host's, a
+    # success written late by a batch or folded after a later one) is counted but does not
+    # decide a rate: the window has moved on from its instant.
+    tripped = None if late else _rate_reached(after, settings, now)
     if tripped is not None:
         return _moved(circuit, _opened(after, settings, now), report, tripped)
     if state is State.UNKNOWN:
@@ -517,18 +527,20 @@ def _opened(
     circuit: Circuit, settings: Settings | None, now: datetime, again: bool = False
 ) -> Circuit:
     """Open the circuit at ``now``: a new episode, whose probes the old permits cannot settle,
-    with an empty rate window. Under the exponential strategy the open period is the expiry,
-    or, ``again`` (a failed probe), the previous period times ``backoff_factor``, capped at
-    ``max_expiry``."""
+    with an empty rate window. The open period is the expiry (``open_period`` ``None``, so a
+    new ``expiry`` applies to it), except under the exponential strategy ``again`` (a failed
+    probe): the previous period times ``backoff_factor``, capped at ``max_expiry`` and at
+    :data:`MAX_OPEN_PERIOD`."""
     period: float | None = None
-    if settings is not None and settings.expiry_strategy == EXPONENTIAL:
+    if settings is not None and settings.expiry_strategy == EXPONENTIAL and again:
         period = settings.expiry.total_seconds()
-        if again and circuit.open_period is not None:
+        if circuit.open_period is not None:
             period = circuit.open_period * settings.backoff_factor
-        elif again:
+        else:
             period = period * settings.backoff_factor
         if settings.max_expiry is not None:
             period = min(period, settings.max_expiry.total_seconds())
+        period = min(period, MAX_OPEN_PERIOD)
         period = timedelta(seconds=period).total_seconds()  # whole microseconds, as stored
     return replace(
         circuit,

@@ -224,6 +224,8 @@ class Store:
                 confirm=receipt.committed if confirm else None,
                 **options,
             )
+        except _NeedsExclusive:
+            raise  # nothing was written: the exclusive lock decides next
         except BaseException:
             if self.cache is not None:
                 self.cache.clear()  # a write that failed, or whose outcome is unknown

@@ -219,13 +219,22 @@ def _has_surrogate(value: str) -> bool:
     return False
 
 
+def _float(value: int | float) -> float:
+    """``value`` as a float; an int too large for one is an infinity (of its sign), which the
+    range checks then refuse with their message instead of an ``OverflowError``."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def rate(value: object, name: str) -> float | None:
     """``None`` (off) or a share ``r`` with ``0 < r <= 1``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArgumentTypeError(f"{name} must be a number or None, not {type(value).__name__}")
-    result = float(value)
+    result = _float(value)
     if not 0 < result <= 1:
         raise InvalidArgumentError(f"{name} must be more than 0 and at most 1, not {value!r}")
     return result
@@ -235,7 +244,7 @@ def backoff_factor(value: object) -> float:
     """A finite number of at least 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ArgumentTypeError(f"backoff_factor must be a number, not {type(value).__name__}")
-    result = float(value)
+    result = _float(value)
     if not math.isfinite(result) or result < 1 or result > MAX_SECONDS:
         raise InvalidArgumentError(f"backoff_factor must be a finite number >= 1, not {value!r}")
     return result
@@ -304,7 +313,7 @@ def duration(value: object) -> float | None:
         raise ArgumentTypeError(
             f"duration must be seconds (int or float) or a timedelta, not {type(value).__name__}"
         )
-    result = float(value)
+    result = _float(value)
     if not math.isfinite(result) or result < 0 or result > MAX_SECONDS:
         raise InvalidArgumentError(
             f"duration must be a non-negative, finite number of seconds, not {value!r}"

@@ -52,9 +52,13 @@ class Window:
 
     def adding(self, at: datetime, span: timedelta, *, failed: bool, slow: bool) -> Window:
         """This window with one report made at ``at`` counted, and the buckets that left the
-        window at ``at`` dropped. A report older than the window is not counted."""
+        window dropped (as of the later of ``at`` and its newest bucket). A report older than
+        the window is not counted."""
         index = bucket_index(at, span)
-        kept = [bucket for bucket in self.buckets if bucket.index > index - BUCKETS]
+        newest = max(index, self.buckets[-1].index) if self.buckets else index
+        if index <= newest - BUCKETS:
+            return self
+        kept = [bucket for bucket in self.buckets if bucket.index > newest - BUCKETS]
         for position, bucket in enumerate(kept):
             if bucket.index == index:
                 kept[position] = _counted(bucket, failed, slow)
@@ -63,6 +67,10 @@ class Window:
             kept.append(_counted(Bucket(index), failed, slow))
             kept.sort(key=lambda bucket: bucket.index)
         return Window(tuple(kept))
+
+    def is_behind(self, at: datetime, span: timedelta) -> bool:
+        """Whether the instant ``at`` falls before the window's newest bucket."""
+        return bool(self.buckets) and bucket_index(at, span) < self.buckets[-1].index
 
     def totals(self, now: datetime, span: timedelta) -> Totals:
         """The counts of the reports still in the window at ``now``."""
