@@ -28,6 +28,33 @@ def test_a_report_leaves_the_window_when_its_bucket_does() -> None:
     assert Window.from_json(window.as_json()) == window
 
 
+def test_a_report_out_of_time_order_never_drops_newer_buckets_nor_decides_a_rate() -> None:
+    rated = Settings(
+        failure_threshold=100,
+        expiry=timedelta(seconds=60),
+        failure_rate_threshold=0.5,
+        window=SPAN,
+        minimum_calls=2,
+    )
+    closed = Circuit(State.CLOSED)
+    newer = machine.record(closed, rated, Kind.SUCCESS, T0 + timedelta(seconds=12)).circuit
+    assert newer.window is not None
+    # Older than the window as of its newest bucket: not counted, and nothing dropped.
+    assert newer.window.adding(T0, SPAN, failed=True, slow=False) == newer.window
+    # Older than the newest bucket but inside the window: counted, yet it decides no rate
+    # (1 failure of 2 calls would reach 0.5 in time order).
+    earlier = T0 + timedelta(seconds=8)
+    assert newer.window.is_behind(earlier, SPAN)
+    outcome = machine.record(newer, rated, Kind.FAILURE, earlier)
+    assert outcome.circuit.state is State.CLOSED
+    assert [o.kind for o in outcome.occurrences] == [Kind.FAILURE]
+    assert outcome.circuit.window is not None
+    assert outcome.circuit.window.totals(T0 + timedelta(seconds=12), SPAN).calls == 2
+    # The same failure in time order trips it.
+    ordered = machine.record(newer, rated, Kind.FAILURE, T0 + timedelta(seconds=12))
+    assert ordered.circuit.state is State.OPEN
+
+
 def test_the_window_keeps_at_most_its_buckets() -> None:
     window = Window()
     for second in range(3 * BUCKETS):
