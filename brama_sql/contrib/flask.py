@@ -156,6 +156,8 @@ class BramaSQL:
                     key,
                     ", ".join(CONFIG_PREFIX + option.upper() for option in sorted(OPTIONS)),
                 )
+        if existing is not None:
+            existing.dispose()  # set up again (new config): the old Brama's pool is closed
         app.extensions[EXTENSION_KEY] = BramaSQLState(self, app, merged)
         app.register_error_handler(CircuitOpenError, _refused)
         app.cli.add_command(_command_group())

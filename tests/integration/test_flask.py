@@ -201,6 +201,19 @@ def test_one_function_protected_under_two_identifiers_reports_to_each(
         assert ext.brama.status("api-b").total_successes == 2
 
 
+def test_setting_an_app_up_again_closes_its_old_brama(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    ext = BramaSQL(app)
+    first = ext.get_brama(app)
+    first.migrate()
+    first.register("svc")
+    assert first.engine.pool.checkedin() >= 1  # type: ignore[attr-defined]
+    ext.init_app(app)
+    assert ext.get_brama(app) is not first
+    assert first.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    assert ext.get_brama(app).status("svc").identifier == "svc"
+
+
 def test_one_extension_serves_several_apps_each_on_its_own_database(
     make_app: Callable[..., Flask], brama: Brama, tmp_path: Path
 ) -> None:
