@@ -64,14 +64,16 @@ class BramaTestMixin:
         reset_brama()
 
     def setUp(self) -> None:
-        """A new Brama for the test."""
+        """A new Brama for the test, and its cleanup registered at once (``addCleanup``), so
+        that it runs after ``tearDown`` and also when a later part of ``setUp`` raises."""
         reset_brama()
         self.brama = get_brama()
+        self.addCleanup(self._clean_brama)  # type: ignore[attr-defined]
         super().setUp()  # type: ignore[misc]
 
-    def tearDown(self) -> None:
-        """After a test outside a transaction of its own, empty brama_sql's tables."""
-        super().tearDown()  # type: ignore[misc]
+    def _clean_brama(self) -> None:
+        """After a test outside a transaction of its own, empty brama_sql's tables; close the
+        test's Brama."""
         if not isinstance(self, TestCase):
             clear_circuits()
         reset_brama()
