@@ -6,15 +6,17 @@ The helpers are fixtures that return functions, so test modules need not import 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import URL, Connection
 
-from brama_sql import Brama
+from brama_sql import AsyncBrama, Brama
+from brama_sql.bridge import ASYNC_DRIVERS
 from brama_sql.circuit import Circuit, Settings
 from brama_sql.replay import ReplayError, verify
 from brama_sql.schema import connections, events, stored_scope
@@ -104,3 +106,17 @@ def row_counts() -> RowCounts:
 def connection_row() -> RowReader:
     """``connection_row(brama, identifier, scope) -> dict | None``: the raw row."""
     return read_row
+
+
+@pytest.fixture
+def async_url(db_url: URL, dialect: str) -> str:
+    """The test's database with the dialect's asyncio driver (the one AsyncBrama picks)."""
+    return db_url.set(drivername=ASYNC_DRIVERS[dialect]).render_as_string(hide_password=False)
+
+
+@pytest_asyncio.fixture
+async def abrama(async_url: str) -> AsyncIterator[AsyncBrama]:
+    """An :class:`AsyncBrama` with default options on the test's database (disposed after)."""
+    made = AsyncBrama(async_url)
+    yield made
+    await made.dispose()

@@ -35,24 +35,14 @@ from brama_sql import (
     State,
     Transition,
 )
+from brama_sql.bridge import ASYNC_DRIVERS
 from brama_sql.replay import verify
 from brama_sql.schema import connections, events, permits
 
-ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+aiomysql",
-}
 T0 = datetime(2032, 3, 4, 5, 6, 7, 125_000, tzinfo=timezone.utc)
 MakeAsync = Callable[..., AsyncBrama]
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def async_url(db_url: URL, dialect: str) -> str:
-    """The test's database with the dialect's asyncio driver."""
-    return db_url.set(drivername=ASYNC_DRIVERS[dialect]).render_as_string(hide_password=False)
 
 
 @pytest_asyncio.fixture

@@ -5,16 +5,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import func, select
-from sqlalchemy.engine import URL
 
 from brama_sql import (
     ArgumentTypeError,
@@ -28,11 +26,6 @@ from brama_sql import (
 from brama_sql.replay import verify
 from brama_sql.schema import permits
 
-ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+aiomysql",
-}
 T0 = datetime(2032, 9, 8, 7, 6, 5, 250_000, tzinfo=timezone.utc)
 
 pytestmark = pytest.mark.asyncio
@@ -44,15 +37,6 @@ class Boom(Exception):
 
 class Ignored(Exception):
     """An error that says nothing about the dependency's health."""
-
-
-@pytest_asyncio.fixture
-async def abrama(db_url: URL, dialect: str) -> AsyncIterator[AsyncBrama]:
-    """An :class:`AsyncBrama` on the test's database, through the dialect's asyncio driver."""
-    url = db_url.set(drivername=ASYNC_DRIVERS[dialect]).render_as_string(hide_password=False)
-    made = AsyncBrama(url)
-    yield made
-    await made.dispose()
 
 
 @pytest.fixture

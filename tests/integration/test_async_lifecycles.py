@@ -6,34 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
-import pytest_asyncio
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import func, select
-from sqlalchemy.engine import URL
 
 from brama_sql import AsyncBrama, Brama, CircuitOpenError, State
 from brama_sql.schema import permits
 
-ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+aiomysql",
-}
 T0 = datetime(2032, 9, 8, 7, 6, 5, 250_000, tzinfo=timezone.utc)
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def abrama(db_url: URL, dialect: str) -> AsyncIterator[AsyncBrama]:
-    url = db_url.set(drivername=ASYNC_DRIVERS[dialect]).render_as_string(hide_password=False)
-    made = AsyncBrama(url)
-    yield made
-    await made.dispose()
 
 
 @pytest.fixture
@@ -83,18 +68,17 @@ async def test_cleaner_stop_waits_for_the_cleanup_in_flight(abrama: AsyncBrama) 
 
 @pytest.mark.filterwarnings("ignore")
 def test_a_report_whose_caller_was_cancelled_is_written_before_the_loop_ends(
-    db_url: URL, dialect: str, brama: Brama
+    async_url: str, brama: Brama
 ) -> None:
     """docs/asyncio.md: 'a cancelled caller stops waiting at once, and the transaction runs on
     to its commit or rollback; a report that began is written'. An app shutting down
     (dispose, then asyncio.run's end) right after a cancelled report."""
     import threading
 
-    url = db_url.set(drivername=ASYNC_DRIVERS[dialect]).render_as_string(hide_password=False)
     brama.register("svc")
 
     async def main() -> None:
-        made = AsyncBrama(url)
+        made = AsyncBrama(async_url)
         reporting = asyncio.create_task(made.failure("svc", reason="began"))
         await asyncio.sleep(0)  # the report's transaction has begun
         await asyncio.sleep(0)

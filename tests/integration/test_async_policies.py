@@ -12,25 +12,19 @@ import pytest
 import pytest_asyncio
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
-from sqlalchemy.engine import URL
 
 from brama_sql import AsyncBrama, Brama, CircuitOpenError, Kind, State
 from brama_sql.replay import verify
 
-ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+aiomysql",
-}
 T0 = datetime(2032, 9, 8, 7, 6, 10, tzinfo=timezone.utc)
 
 pytestmark = pytest.mark.asyncio
 
 
 @pytest_asyncio.fixture
-async def abrama(db_url: URL, dialect: str) -> AsyncIterator[AsyncBrama]:
-    url = db_url.set(drivername=ASYNC_DRIVERS[dialect]).render_as_string(hide_password=False)
-    made = AsyncBrama(url, expiry=10, expiry_strategy="exponential", max_expiry=40)
+async def abrama(async_url: str) -> AsyncIterator[AsyncBrama]:
+    """An :class:`AsyncBrama` whose defaults back off exponentially."""
+    made = AsyncBrama(async_url, expiry=10, expiry_strategy="exponential", max_expiry=40)
     yield made
     await made.dispose()
 
