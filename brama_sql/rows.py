@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Settings, State
+from brama_sql.prepared import Prepared
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.schema import api_scope, connections, events, stored_scope
 from brama_sql.tallies import Tally
@@ -188,32 +189,34 @@ def event_record(row: Row[Any]) -> Event:
     )
 
 
-FIND = select(connections).where(BY_IDENTITY)
+FIND = Prepared(select(connections).where(BY_IDENTITY))
 """A connection's row, by :data:`BY_IDENTITY`."""
-FIND_CIRCUIT: Select[Any] = select(
-    connections.c.id,
-    connections.c.state,
-    connections.c.failure_count,
-    connections.c.opened_at,
-    connections.c.episode,
-    connections.c.failure_threshold,
-    connections.c.expiry,
-    connections.c.half_open_max_calls,
-    connections.c.probe_timeout,
-    connections.c.expiry_strategy,
-    connections.c.backoff_factor,
-    connections.c.max_expiry,
-    connections.c.open_period,
-    connections.c.failure_rate_threshold,
-    connections.c.rate_window,
-    connections.c.minimum_calls,
-    connections.c.slow_call_duration,
-    connections.c.slow_call_rate_threshold,
-    connections.c.window_counts,
-).where(BY_IDENTITY)
+FIND_CIRCUIT = Prepared(
+    select(
+        connections.c.id,
+        connections.c.state,
+        connections.c.failure_count,
+        connections.c.opened_at,
+        connections.c.episode,
+        connections.c.failure_threshold,
+        connections.c.expiry,
+        connections.c.half_open_max_calls,
+        connections.c.probe_timeout,
+        connections.c.expiry_strategy,
+        connections.c.backoff_factor,
+        connections.c.max_expiry,
+        connections.c.open_period,
+        connections.c.failure_rate_threshold,
+        connections.c.rate_window,
+        connections.c.minimum_calls,
+        connections.c.slow_call_duration,
+        connections.c.slow_call_rate_threshold,
+        connections.c.window_counts,
+    ).where(BY_IDENTITY)
+)
 """Only what deciding admission needs (:func:`circuit_of`, :func:`settings_of`): a read on
 every guarded call, where each further column costs the driver its parsing."""
-FIND_FOR_UPDATE = FIND.with_for_update()
-FIND_FOR_SHARE = FIND.with_for_update(read=True)
-STATUS = with_tail(BY_IDENTITY)
+FIND_FOR_UPDATE = Prepared(select(connections).where(BY_IDENTITY).with_for_update())
+FIND_FOR_SHARE = Prepared(select(connections).where(BY_IDENTITY).with_for_update(read=True))
+STATUS = Prepared(with_tail(BY_IDENTITY))
 """A connection's row with its tail (:func:`with_tail`), by :data:`BY_IDENTITY`."""

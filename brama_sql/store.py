@@ -42,6 +42,7 @@ from brama_sql.clock import Clock, database_now, read
 from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
 from brama_sql.listeners import Listeners, Written
 from brama_sql.options import Changes, Registration, changes
+from brama_sql.prepared import Executor, Prepared, execute
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.rows import (
     FIND,
@@ -61,6 +62,7 @@ from brama_sql.rows import (
 from brama_sql.schema import api_scope, connections, events, permits, stored_scope
 from brama_sql.tallies import Added, Tally, transition_key
 from brama_sql.transaction import Transactions
+from brama_sql.types import UTCDateTime
 
 Step = Callable[[Circuit, Settings, datetime, bool], Outcome]
 """A state-machine step applied to a locked connection at an instant; the flag tells whether
@@ -190,6 +192,7 @@ class Store:
     ) -> None:
         self.engine = transactions.engine
         self.run = transactions.run
+        self._read = transactions.read
         self.clock = clock
         self.declared = declared
         self.listeners = listeners
@@ -240,9 +243,20 @@ class Store:
             self.listeners.announce(journal.written())
         return result
 
-    def now(self, conn: Connection) -> datetime:
+    def now(self, conn: Executor) -> datetime:
         """The current time, read once the row lock is held (from the database if so set)."""
-        return database_now(conn) if self.clock is None else read(self.clock)
+        if self.clock is not None:
+            return read(self.clock)
+        assert isinstance(conn, Connection)  # see _reading
+        return database_now(conn)
+
+    def _reading(self, operation: str, body: Callable[[Executor], T]) -> T:
+        """Run a read ``body`` of prepared statements on the DBAPI connection
+        (:meth:`Transactions.read`); with the database's clock (read through SQLAlchemy), on a
+        ``Connection``."""
+        if self.clock is None:
+            return self.run(operation, body, write=False)
+        return self._read(operation, body)
 
     # -- changes ----------------------------------------------------------------------------
 
@@ -645,8 +659,8 @@ class Store:
         """The connection's status with the tallies of its log; raises if it is not registered
         (a declared connection without a row is registered first, by ``actor``)."""
 
-        def body(conn: Connection) -> ConnectionStatus | None:
-            row = conn.execute(STATUS, identity.parameters()).one_or_none()
+        def body(conn: Executor) -> ConnectionStatus | None:
+            row = execute(conn, STATUS, identity.parameters()).one_or_none()
             if row is None:
                 if self.declared(identity) is None:
                     raise NotRegisteredError(identity.identifier, identity.scope)
@@ -658,7 +672,7 @@ class Store:
             fresh = _by_id(conn, row.id)
             return status_of(fresh, self.now(conn))
 
-        found = self.run("status", body, write=False)
+        found = self._reading("status", body)
         if found is not None:
             return found
         return self._write("status", register_declared, Receipt(), retry_if=_duplicate_identity)
@@ -682,8 +696,8 @@ class Store:
             if cached is not None:
                 return Admission.ADMITTED if cached else Admission.REFUSED
 
-        def body(conn: Connection) -> Admission | None:
-            row = conn.execute(FIND_CIRCUIT, identity.parameters()).one_or_none()
+        def body(conn: Executor) -> Admission | None:
+            row = execute(conn, FIND_CIRCUIT, identity.parameters()).one_or_none()
             if row is None:  # a declared connection is registered by claim()
                 return None if self.declared(identity) is not None else Admission.REFUSED
             settings = settings_of(row)
@@ -700,20 +714,20 @@ class Store:
                     return Admission.REFUSED
             return None
 
-        answer = self.run("available", body, write=False)
+        answer = self._reading("available", body)
         return self.claim(identity, actor, holder) if answer is None else answer
 
     def refusal(self, identity: Identity) -> Refusal:
         """The status of a connection that refused a caller, and when it next admits a
         probe; raises :class:`NotRegisteredError` when it has no row."""
 
-        def body(conn: Connection) -> tuple[Row[Any], datetime]:
-            row = conn.execute(STATUS, identity.parameters()).one_or_none()
+        def body(conn: Executor) -> tuple[Row[Any], datetime]:
+            row = execute(conn, STATUS, identity.parameters()).one_or_none()
             if row is None:
                 raise NotRegisteredError(identity.identifier, identity.scope)
             return row, self.now(conn)
 
-        row, now = self.run("status", body, write=False)
+        row, now = self._reading("status", body)
         settings = settings_of(row)
         circuit = machine.current(circuit_of(row), settings, now)
         expires_at = circuit.expires_at(settings)
@@ -749,8 +763,8 @@ class Store:
             tails: dict[int, Tail] = {}
             for row in rows:
                 if (row.newest_event or 0) > row.tallied_through:
-                    count, latest = conn.execute(
-                        TAIL, {"row_id": row.id, "through": row.tallied_through}
+                    count, latest = execute(
+                        conn, TAIL, {"row_id": row.id, "through": row.tallied_through}
                     ).one()
                     tails[row.id] = (int(count), latest)
             return rows, tails, self.now(conn)
@@ -931,7 +945,8 @@ def _find(
 ) -> Row[Any] | None:
     """The connection's row; with ``lock``, its exclusive lock (``shared``: its shared one)."""
     query = FIND if not lock else FIND_FOR_SHARE if shared else FIND_FOR_UPDATE
-    return conn.execute(query, identity.parameters()).one_or_none()
+    found: Row[Any] | None = execute(conn, query, identity.parameters()).one_or_none()
+    return found
 
 
 def _held_permit(
@@ -949,19 +964,27 @@ def _held_permit(
 
 
 def _live_permits(
-    conn: Connection, connection_id: int, episode: int, actor: str, now: datetime
+    conn: Executor, connection_id: int, episode: int, actor: str, now: datetime
 ) -> tuple[int, int | None]:
     """How many unexpired permits of ``episode`` are held, and the id of ``actor``'s one."""
-    active, held = conn.execute(
-        select(func.count(), func.max(case((permits.c.holder == actor, permits.c.id))))
-        .select_from(permits)
-        .where(
-            permits.c.connection_id == connection_id,
-            permits.c.episode == episode,
-            permits.c.expires_at > now,
-        )
+    active, held = execute(
+        conn,
+        LIVE_PERMITS,
+        {"row_id": connection_id, "episode": episode, "holder": actor, "now": now},
     ).one()
     return int(active), held
+
+
+LIVE_PERMITS = Prepared(
+    select(func.count(), func.max(case((permits.c.holder == bindparam("holder"), permits.c.id))))
+    .select_from(permits)
+    .where(
+        permits.c.connection_id == bindparam("row_id"),
+        permits.c.episode == bindparam("episode"),
+        permits.c.expires_at > bindparam("now", type_=UTCDateTime()),
+    )
+)
+"""How many unexpired permits of an episode are held, and the id of one holder's."""
 
 
 def _save(
@@ -987,7 +1010,8 @@ def _save(
         return
     tally = _folded(conn, row, tail).adding_all(_kinds(outcome.occurrences))
     _append(conn, row.id, identity_of(row), outcome.occurrences, actor, journal)
-    conn.execute(
+    execute(
+        conn,
         SAVE_ROW,
         {
             "row_id": row.id,
@@ -1008,18 +1032,20 @@ NEWEST_EVENT = (
     .scalar_subquery()
 )
 """The id of the connection ``row_id``'s newest event (``0`` without events)."""
-TAIL = select(func.count(), func.max(events.c.occurred_at)).where(
-    events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through")
+TAIL = Prepared(
+    select(func.count(), func.max(events.c.occurred_at)).where(
+        events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through")
+    )
 )
 """How many events the connection ``row_id`` has after ``through``, and the latest's time."""
-SAVE_ROW = (
+SAVE_ROW = Prepared(
     update(connections)
     .where(connections.c.id == bindparam("row_id"))
     .values(tallied_through=NEWEST_EVENT)
 )
 """Write a locked row: its tallies count every event up to its newest; the circuit and the
 tallies come as execution parameters named like the columns (built once, compiled once)."""
-INSERT_EVENT = insert(events)
+INSERT_EVENT = Prepared(insert(events))
 NEWEST_EVENT_OF_ROW = (
     select(events.c.id)
     .with_hint(events, "FORCE INDEX (ix_brama_events_connection_id_id)", "mysql")
@@ -1037,7 +1063,9 @@ def _folded(conn: Connection, row: Row[Any], tail: Tail | None = None) -> Tally:
     shared lock since ``tallied_through`` (read here unless ``tail`` was read already). Only
     under the exclusive row lock (no tail event can be added meanwhile)."""
     if tail is None:
-        count, latest = conn.execute(TAIL, {"row_id": row.id, "through": row.tallied_through}).one()
+        count, latest = execute(
+            conn, TAIL, {"row_id": row.id, "through": row.tallied_through}
+        ).one()
         tail = (int(count), latest)
     return Tally.of_row(row).with_tail(*tail)
 
@@ -1050,10 +1078,10 @@ def fold(conn: Connection, row: Row[Any]) -> None:
     if settings.rate_policy:
         window = circuit.window
         values["window_counts"] = None if window is None else window.as_json()
-    conn.execute(SAVE_ROW, values)
+    execute(conn, SAVE_ROW, values)
 
 
-TAIL_REPORTS = (
+TAIL_REPORTS = Prepared(
     select(events.c.occurred_at, events.c.duration)
     .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
     .order_by(events.c.id)
@@ -1071,7 +1099,7 @@ def _locked_circuit(
     circuit = circuit_of(row)
     if not settings.rate_policy:
         return circuit, None
-    tail = conn.execute(TAIL_REPORTS, {"row_id": row.id, "through": row.tallied_through}).all()
+    tail = execute(conn, TAIL_REPORTS, {"row_id": row.id, "through": row.tallied_through}).all()
     folded = machine.fold_tail(circuit, settings, [(at, duration) for at, duration in tail])
     return folded, (len(tail), max((at for at, _ in tail), default=None))
 
@@ -1171,9 +1199,9 @@ def _append(
         for occurrence, writer in zip(occurrences, actors, strict=True)
     ]
     if len(rows) > 1:
-        conn.execute(INSERT_EVENT, rows)
+        conn.execute(INSERT_EVENT.statement, rows)
         return 0
-    inserted = conn.execute(INSERT_EVENT, rows[0])
+    inserted = execute(conn, INSERT_EVENT, rows[0])
     assert inserted.inserted_primary_key is not None
     event_id: int = inserted.inserted_primary_key[0]
     return event_id

@@ -34,7 +34,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.pool import StaticPool
 
 from brama_sql import engine as engines
-from brama_sql import fork, migration, watchdog
+from brama_sql import fork, migration, prepared, watchdog
 from brama_sql.engine import WRITE, sqlite_in_transaction
 from brama_sql.errors import (
     BramaDatabaseError,
@@ -42,6 +42,7 @@ from brama_sql.errors import (
     ReportOutcomeUnknownError,
     SchemaError,
 )
+from brama_sql.prepared import Raw
 
 T = TypeVar("T")
 
@@ -185,6 +186,63 @@ class Transactions:
                     _pause(attempt)
                     continue
                 raise self._failure(operation, error, on_conflict) from error
+
+    def read(self, operation: str, body: Callable[[Raw], T]) -> T:
+        """Run the read ``body`` as :meth:`run` does (``write=False``: tried again on a lost
+        connection, within the call's time bound, its failures turned into
+        :class:`BramaDatabaseError`), on a pooled DBAPI connection without SQLAlchemy's
+        ``Connection`` around it (:class:`~brama_sql.prepared.Raw`): the reads of every call,
+        whose statements are all :class:`~brama_sql.prepared.Prepared`, spare its cost.
+
+        Before the schema was checked, and on an engine with statement listeners, the body
+        runs on a ``Connection``, through :meth:`run`.
+        """
+        if not self._schema_checked or prepared.traced(self.engine):
+            return self.run(operation, body, write=False)  # type: ignore[arg-type]
+        deadline = watchdog.monotonic() + self.lock_wait + self.io_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self.gate:
+                    return self._read_once(body, deadline)
+            except SQLAlchemyError as error:
+                if self._again(error, attempt, deadline, None):
+                    _pause(attempt)
+                    continue
+                raise self._failure(operation, error, None) from error
+
+    def _read_once(self, body: Callable[[Raw], T], deadline: float) -> T:
+        dialect = self.engine.dialect
+        with watchdog.watching(deadline) as watch:
+            try:
+                fairy = self.engine.raw_connection()
+            except dialect.loaded_dbapi.Error as error:
+                lost = dialect.is_disconnect(error, None, None)
+                raise DBAPIError.instance(
+                    None, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost
+                ) from error
+            raw = Raw(fairy, self.engine)
+            dbapi_connection = fairy.dbapi_connection
+            assert dbapi_connection is not None
+            watch.attach(dbapi_connection)
+            # As in _transaction: on PostgreSQL a read runs outside a transaction.
+            autocommit = self.owns_engine and dialect.name == "postgresql"
+            try:
+                if autocommit:
+                    dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+                try:
+                    return body(raw)
+                finally:
+                    if autocommit and not raw.invalidated:
+                        try:
+                            dialect.reset_isolation_level(dbapi_connection)
+                        except Exception as error:  # never back into the pool half reset
+                            raw.invalidate(error)
+            finally:
+                if watch.cut and not raw.invalidated:
+                    raw.invalidate()  # its socket is shut: never back into the pool
+                fairy.close()
 
     def _again(
         self,

@@ -1,0 +1,271 @@
+"""Prepared statements: the statements of every call, compiled by SQLAlchemy once per dialect
+and run on the DBAPI cursor.
+
+A statement run through :meth:`sqlalchemy.engine.Connection.execute` costs tens of
+microseconds of Python on every call (its cache key, an execution context, a result object),
+more than the round trip itself on SQLite and a large share of it on the servers. The
+statements brama_sql runs on every ``available()``, report and ``status()`` never change, so
+:class:`Prepared` keeps what SQLAlchemy compiled for them (the SQL string in the dialect's
+parameter style, the order of the parameters, and the dialect's bind and result processors of
+each column's type) and runs them on the connection's DBAPI cursor, inside the transaction
+SQLAlchemy began. What SQLAlchemy would do with a failure is done here too: the driver's error
+becomes SQLAlchemy's wrapped :class:`~sqlalchemy.exc.DBAPIError`, and a lost connection is
+invalidated, so that :class:`~brama_sql.transaction.Transactions` retries as before.
+
+An engine with ``before_cursor_execute`` or ``after_cursor_execute`` listeners (a host's
+tracing, for instance) keeps seeing every statement: there, :func:`execute` runs the statement
+through SQLAlchemy's ``Connection.execute`` as any other.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import namedtuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Processor = Callable[[Any], Any]
+
+
+class Results:
+    """The rows of a prepared statement, read in full (a handful at most), with the subset of
+    SQLAlchemy's ``Result`` API brama_sql uses."""
+
+    __slots__ = ("_rows", "inserted_primary_key", "rowcount")
+
+    def __init__(
+        self, rows: list[Any], inserted_primary_key: tuple[Any, ...] | None, rowcount: int
+    ) -> None:
+        self._rows = rows
+        self.inserted_primary_key = inserted_primary_key
+        """The new row's primary key after an ``INSERT`` of one row (a 1-tuple)."""
+        self.rowcount = rowcount
+        """How many rows the statement changed (as the driver tells)."""
+
+    def all(self) -> list[Any]:
+        """Every row."""
+        return self._rows
+
+    def one(self) -> Any:
+        """The one row; raises unless there is exactly one."""
+        if len(self._rows) != 1:
+            if not self._rows:
+                raise exc.NoResultFound("No row was found when one was required")
+            raise exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
+        return self._rows[0]
+
+    def one_or_none(self) -> Any:
+        """The row, or ``None``; raises when there are several."""
+        if len(self._rows) > 1:
+            raise exc.MultipleResultsFound("Multiple rows were found when one or none was required")
+        return self._rows[0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        """The first column of the one row."""
+        return self.one()[0]
+
+    def scalars(self) -> list[Any]:
+        """The first column of every row."""
+        return [row[0] for row in self._rows]
+
+
+class _Compiled:
+    """One statement compiled for one dialect and one set of parameter names."""
+
+    __slots__ = (
+        "binds",
+        "columns",
+        "compiled",
+        "dialect",
+        "inserts",
+        "order",
+        "returns",
+        "row",
+        "selects",
+        "sql",
+        "types",
+    )
+
+    def __init__(self, statement: Executable, dialect: Dialect, keys: Iterable[str]) -> None:
+        assert isinstance(statement, ClauseElement)
+        compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
+        assert isinstance(compiled, SQLCompiler)
+        self.compiled = compiled
+        self.sql = compiled.string
+        self.order: Sequence[str] | None = compiled.positiontup if compiled.positional else None
+        self.binds: list[tuple[str, Processor]] = []
+        for name, bind in compiled._bind_processors.items():
+            assert callable(bind)  # a sequence only for tuple-typed parameters
+            self.binds.append((name, bind))
+        result_columns = compiled._result_columns
+        self.dialect = dialect
+        self.types = [column[3] for column in result_columns]
+        self.columns: list[tuple[int, Processor]] | None = None
+        """The result processors by column index, made from the first cursor's description
+        (some depend on the type the driver reports)."""
+        names = [column[0] for column in result_columns]
+        self.row: Callable[..., Any] | None = None
+        if names:
+            self.row = namedtuple("Row", names, rename=True)._make  # type: ignore[attr-defined]
+        self.returns = bool(compiled.effective_returning)
+        """An ``INSERT ... RETURNING`` of the new row's key (else the cursor's ``lastrowid``)."""
+        self.selects = bool(names)
+        self.inserts = bool(compiled.isinsert)
+
+    def arguments(self, given: Mapping[str, Any]) -> Any:
+        """The driver's parameters for ``given`` (bound literals added, types processed)."""
+        values = self.compiled.construct_params(given)
+        for name, processor in self.binds:
+            if name in values:
+                values[name] = processor(values[name])
+        if self.order is None:
+            return values
+        return tuple(values[name] for name in self.order)
+
+    def rows(self, cursor: Any) -> list[Any]:
+        """The cursor's rows, each column through its type's result processor."""
+        fetched = cursor.fetchall()
+        if self.row is None:
+            return list(fetched)
+        columns = self.columns
+        if columns is None:
+            columns = self.columns = self._processors(cursor.description)
+        if not columns:
+            return [self.row(values) for values in fetched]
+        made = []
+        for values in fetched:
+            listed = list(values)
+            for index, processor in columns:
+                listed[index] = processor(listed[index])
+            made.append(self.row(listed))
+        return made
+
+    def _processors(self, description: Sequence[Sequence[Any]]) -> list[tuple[int, Processor]]:
+        processors: list[tuple[int, Processor]] = []
+        for index, (type_, column) in enumerate(zip(self.types, description, strict=True)):
+            processor = type_._cached_result_processor(self.dialect, column[1])
+            if processor is not None:
+                processors.append((index, processor))
+        return processors
+
+
+class Prepared:
+    """A statement built once (a module constant), compiled once per dialect (and per set of
+    parameter names, for an ``INSERT`` or ``UPDATE`` whose columns they name) and run on the
+    DBAPI cursor by :func:`execute`."""
+
+    def __init__(self, statement: Any) -> None:
+        self.statement: Executable = statement
+        """The SQLAlchemy statement, as SQLAlchemy would run it."""
+        self._compiled: weakref.WeakKeyDictionary[Dialect, dict[frozenset[str], _Compiled]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def compiled(self, dialect: Dialect, keys: frozenset[str]) -> _Compiled:
+        """The statement compiled for ``dialect`` and parameters named ``keys``."""
+        try:
+            return self._compiled[dialect][keys]
+        except KeyError:
+            pass
+        made = _Compiled(self.statement, dialect, keys)
+        with self._lock:
+            self._compiled.setdefault(dialect, {})[keys] = made
+        return made
+
+
+class Raw:
+    """A pooled DBAPI connection used without SQLAlchemy's ``Connection`` around it (the reads
+    of :meth:`~brama_sql.transaction.Transactions.read`), with the part of ``Connection``'s
+    interface that :func:`execute` uses."""
+
+    def __init__(self, fairy: Any, engine: Engine) -> None:
+        self.connection = fairy
+        """The pool's proxy of the DBAPI connection (``dbapi_connection`` is the driver's)."""
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.invalidated = False
+
+    def invalidate(self, error: BaseException | None = None) -> None:
+        """Throw the DBAPI connection away (never back into the pool)."""
+        self.invalidated = True
+        self.connection.invalidate(error)
+
+
+Executor = Connection | Raw
+"""What :func:`execute` runs a statement on."""
+
+
+def execute(
+    conn: Executor, statement: Prepared, parameters: Mapping[str, Any] | None = None
+) -> Results:
+    """Run ``statement`` with ``parameters`` (one row's; a list goes through SQLAlchemy) in
+    ``conn``'s transaction, on its DBAPI connection."""
+    given = parameters or {}
+    if traced(conn.engine):
+        assert isinstance(conn, Connection)  # Transactions.read never runs on such an engine
+        return _through_sqlalchemy(conn, statement, given)
+    dialect = conn.dialect
+    compiled = statement.compiled(dialect, frozenset(given))
+    arguments = compiled.arguments(given)
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(compiled.sql, arguments)
+        key: tuple[Any, ...] | None = None
+        if compiled.returns:
+            (returned,) = cursor.fetchall()
+            key = (returned[0],)
+            rows: list[Any] = []
+        elif compiled.selects:
+            rows = compiled.rows(cursor)
+        else:
+            rows = []
+            if compiled.inserts:
+                key = (cursor.lastrowid,)
+        return Results(rows, key, cursor.rowcount)
+    except dialect.loaded_dbapi.Error as error:
+        raise _wrapped(conn, compiled.sql, arguments, error, cursor) from error
+    finally:
+        cursor.close()
+
+
+def _wrapped(
+    conn: Executor, sql: str, arguments: Any, error: Any, cursor: Any
+) -> exc.StatementError:
+    """The error SQLAlchemy would raise for the driver's ``error``; a lost connection is
+    invalidated first (never back into the pool, and the caller may try again)."""
+    dialect = conn.dialect
+    lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor)
+    if lost and not conn.invalidated:
+        conn.invalidate(error)
+    wrapped: exc.StatementError = exc.DBAPIError.instance(
+        sql,
+        arguments,
+        error,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=lost,
+        dialect=dialect,
+    )
+    return wrapped
+
+
+def traced(engine: Engine) -> bool:
+    """Whether ``engine`` has listeners of each statement run on the cursor."""
+    dispatch = engine.dispatch
+    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+
+
+def _through_sqlalchemy(conn: Connection, statement: Prepared, given: Mapping[str, Any]) -> Results:
+    result = conn.execute(statement.statement, dict(given))
+    if result.is_insert:  # its implicit RETURNING (PostgreSQL) is no row of the caller's
+        return Results([], tuple(result.inserted_primary_key or ()), result.rowcount)
+    rows = list(result.all()) if result.returns_rows else []
+    return Results(rows, None, result.rowcount)

@@ -1,0 +1,191 @@
+"""Prepared statements (:mod:`brama_sql.prepared`) run on the DBAPI cursor exactly what
+SQLAlchemy's ``Connection.execute`` runs: the same rows with the same Python values, the same
+new keys, the same errors; and an engine with statement listeners still sees every statement."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from brama_sql import Brama
+from brama_sql.prepared import Prepared, execute
+from brama_sql.rows import FIND, FIND_CIRCUIT, FIND_FOR_SHARE, FIND_FOR_UPDATE, STATUS
+from brama_sql.schema import connections, events
+from brama_sql.store import INSERT_EVENT, LIVE_PERMITS, SAVE_ROW, TAIL, TAIL_REPORTS
+
+AT = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def _seeded(brama: Brama) -> int:
+    """Two connections with a few events each, one with a rate policy, one open with
+    permits; returns the id of ``svc``'s row."""
+    brama.register("svc", scope="s", metadata={"team": "pay", "n": [1, 2]}, expiry=1.5)
+    brama.register("rated", failure_rate_threshold=0.5, window=60, minimum_calls=100)
+    for _ in range(3):
+        brama.success("svc", scope="s", duration=0.25)
+        brama.success("rated", duration=0.5)
+    brama.failure("rated", reason="boom")
+    with brama.engine.connect() as conn:
+        row_id: int = conn.execute(
+            select(connections.c.id).where(connections.c.identifier == "svc")
+        ).scalar_one()
+    return row_id
+
+
+def _both(brama: Brama, statement: Prepared, parameters: dict[str, Any]) -> tuple[Any, Any]:
+    """The rows of ``statement`` through SQLAlchemy and through :func:`execute`."""
+    with brama.engine.connect() as conn:
+        expected = [tuple(row) for row in conn.execute(statement.statement, parameters).all()]
+        got = [tuple(row) for row in execute(conn, statement, parameters).all()]
+    return expected, got
+
+
+@pytest.mark.parametrize(
+    ("statement", "parameters"),
+    [
+        (FIND, {"identifier": "svc", "scope": "s"}),
+        (FIND_FOR_UPDATE, {"identifier": "svc", "scope": "s"}),
+        (FIND_FOR_SHARE, {"identifier": "svc", "scope": "s"}),
+        (FIND_CIRCUIT, {"identifier": "rated", "scope": ""}),
+        (STATUS, {"identifier": "svc", "scope": "s"}),
+        (STATUS, {"identifier": "nobody", "scope": ""}),
+        (TAIL, {"row_id": None, "through": 0}),
+        (TAIL_REPORTS, {"row_id": None, "through": 0}),
+        (LIVE_PERMITS, {"row_id": None, "episode": 0, "holder": "me", "now": AT}),
+    ],
+    ids=[
+        "find",
+        "find_for_update",
+        "find_for_share",
+        "find_circuit",
+        "status",
+        "status_missing",
+        "tail",
+        "tail_reports",
+        "permits",
+    ],
+)
+def test_reads_return_what_sqlalchemy_returns(
+    brama: Brama, statement: Prepared, parameters: dict[str, Any]
+) -> None:
+    row_id = _seeded(brama)
+    given = {key: row_id if value is None else value for key, value in parameters.items()}
+    expected, got = _both(brama, statement, given)
+    assert got == expected
+    for got_row, expected_row in zip(got, expected, strict=True):
+        assert [type(value) for value in got_row] == [type(value) for value in expected_row]
+    if statement in (FIND, FIND_FOR_UPDATE, STATUS) and expected:
+        assert got[0][list(connections.c.keys()).index("metadata")] == {
+            "team": "pay",
+            "n": [1, 2],
+        }
+
+
+def test_rows_have_attributes_named_like_the_columns(brama: Brama) -> None:
+    _seeded(brama)
+    with brama.engine.connect() as conn:
+        row = execute(conn, STATUS, {"identifier": "svc", "scope": "s"}).one()
+    assert row.identifier == "svc"
+    assert row.expiry == 1.5
+    assert row.registered_at.tzinfo is not None
+    assert row.tail_successes >= 0
+
+
+def test_an_insert_returns_its_key_and_an_update_writes_its_values(brama: Brama) -> None:
+    row_id = _seeded(brama)
+    values = {
+        "connection_id": row_id,
+        "identifier": "svc",
+        "scope": "s",
+        "kind": "success",
+        "occurred_at": AT,
+        "from_state": None,
+        "to_state": None,
+        "reason": "r\u00e9sum\u00e9 \u2713",
+        "failure_count": 0,
+        "cause": None,
+        "probe": False,
+        "duration": 0.125,
+        "actor": "test",
+        "details": {"a": 1},
+        "call_id": 12345678901,
+    }
+    with brama.engine.begin() as conn:
+        inserted = execute(conn, INSERT_EVENT, values)
+        assert inserted.inserted_primary_key is not None
+        (key,) = inserted.inserted_primary_key
+        newest = conn.execute(select(events.c.id).order_by(events.c.id.desc()).limit(1))
+        assert key == newest.scalar_one()
+        execute(conn, SAVE_ROW, {"row_id": row_id, "failure_count": 7, "last_event_at": AT})
+    with brama.engine.connect() as conn:
+        event_row = conn.execute(select(events).where(events.c.id == key)).one()
+        row = conn.execute(select(connections).where(connections.c.id == row_id)).one()
+    assert event_row.occurred_at == AT
+    assert event_row.reason == "r\u00e9sum\u00e9 \u2713"
+    assert event_row.details == {"a": 1}
+    assert row.failure_count == 7
+    assert row.last_event_at == AT
+    assert row.tallied_through == key, "the UPDATE's subquery ran"
+
+
+def test_a_driver_error_is_wrapped_as_sqlalchemy_wraps_it(brama: Brama) -> None:
+    row_id = _seeded(brama)
+    with brama.engine.connect() as conn:
+        taken = conn.execute(select(events.c.id).limit(1)).scalar_one()
+    duplicate = {
+        "id": taken,
+        "connection_id": row_id,
+        "identifier": "svc",
+        "scope": "s",
+        "kind": "success",
+        "occurred_at": AT,
+        "failure_count": 0,
+        "probe": False,
+        "actor": "test",
+    }
+    with brama.engine.connect() as conn, pytest.raises(IntegrityError) as caught:
+        execute(conn, INSERT_EVENT, duplicate)
+    assert isinstance(caught.value, DBAPIError)
+    assert not caught.value.connection_invalidated
+    assert "INSERT INTO brama_events" in str(caught.value)
+
+
+def test_listeners_of_statements_still_see_every_statement(db_url: URL) -> None:
+    """A host's engine with ``before_cursor_execute`` listeners (tracing): brama_sql's
+    statements go through SQLAlchemy there, reads and writes alike."""
+    engine = create_engine(db_url)
+    seen: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def trace(*arguments: Any) -> None:
+        seen.append(arguments[2])
+
+    try:
+        brama = Brama(engine)
+        brama.register("svc")
+        brama.available("svc")
+        brama.success("svc")
+        brama.failure("svc")
+        brama.status("svc")
+        statements = "\n".join(seen)
+        assert statements.count("FROM brama_connections") >= 4
+        assert "INSERT INTO brama_events" in statements
+        assert "UPDATE brama_connections" in statements
+        assert brama.status("svc").total_successes == 1
+    finally:
+        engine.dispose()
+
+
+def test_reads_see_the_time_written(brama: Brama) -> None:
+    """Times go through the column type's processors both ways (SQLite stores text)."""
+    brama.register("svc")
+    brama.failure("svc")
+    status = brama.status("svc")
+    assert status.last_failure_time is not None
+    assert status.last_failure_time.tzinfo is not None
+    assert abs(status.last_failure_time - datetime.now(timezone.utc)) < timedelta(minutes=5)
