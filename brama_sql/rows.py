@@ -83,6 +83,13 @@ def _duration(seconds: float | None) -> timedelta | None:
     return None if seconds is None else timedelta(seconds=seconds)
 
 
+PRUNING_COLUMNS = frozenset({"checkpoint", "pruned_through"})
+"""The columns only pruning and ``verify`` read."""
+ROW_COLUMNS = [column for column in connections.c if column.name not in PRUNING_COLUMNS]
+"""The columns of a ``brama_connections`` row that calls read: all but pruning's bookkeeping
+(its checkpoint, a JSON document, would cost its parsing on every call)."""
+
+
 def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
     """The ``brama_connections`` rows matching ``condition``, each with its tail: how many
     events it has after ``tallied_through`` (healthy successes not folded in yet, a bounded
@@ -91,7 +98,7 @@ def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
         events.c.id > connections.c.tallied_through
     )
     return select(
-        connections,
+        *ROW_COLUMNS,
         select(func.count()).where(tail).scalar_subquery().label("tail_successes"),
         # coalesce(x, x): not the bare column, so PostgreSQL does not turn the max() into a
         # backward scan of the (connection_id, occurred_at) index filtered on id, which reads
@@ -189,7 +196,7 @@ def event_record(row: Row[Any]) -> Event:
     )
 
 
-FIND = Prepared(select(connections).where(BY_IDENTITY))
+FIND = Prepared(select(*ROW_COLUMNS).where(BY_IDENTITY))
 """A connection's row, by :data:`BY_IDENTITY`."""
 FIND_CIRCUIT = Prepared(
     select(
@@ -216,7 +223,7 @@ FIND_CIRCUIT = Prepared(
 )
 """Only what deciding admission needs (:func:`circuit_of`, :func:`settings_of`): a read on
 every guarded call, where each further column costs the driver its parsing."""
-FIND_FOR_UPDATE = Prepared(select(connections).where(BY_IDENTITY).with_for_update())
-FIND_FOR_SHARE = Prepared(select(connections).where(BY_IDENTITY).with_for_update(read=True))
+FIND_FOR_UPDATE = Prepared(select(*ROW_COLUMNS).where(BY_IDENTITY).with_for_update())
+FIND_FOR_SHARE = Prepared(select(*ROW_COLUMNS).where(BY_IDENTITY).with_for_update(read=True))
 STATUS = Prepared(with_tail(BY_IDENTITY))
 """A connection's row with its tail (:func:`with_tail`), by :data:`BY_IDENTITY`."""

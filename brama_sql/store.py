@@ -1008,22 +1008,30 @@ def _save(
         _drop_permits(conn, row.id)
     if after == before and not outcome.occurrences:
         return
-    tally = _folded(conn, row, tail).adding_all(_kinds(outcome.occurrences))
+    values = {
+        "row_id": row.id,
+        "state": after.state.value,
+        "failure_count": after.failure_count,
+        "opened_at": after.opened_at,
+        "episode": after.episode,
+        "open_period": after.open_period,
+        "window_counts": None if after.window is None else after.window.as_json(),
+    }
+    kinds = _kinds(outcome.occurrences)
     _append(conn, row.id, identity_of(row), outcome.occurrences, actor, journal)
-    execute(
-        conn,
-        SAVE_ROW,
-        {
-            "row_id": row.id,
-            "state": after.state.value,
-            "failure_count": after.failure_count,
-            "opened_at": after.opened_at,
-            "episode": after.episode,
-            "open_period": after.open_period,
-            "window_counts": None if after.window is None else after.window.as_json(),
-            **tally.columns(),
-        },
-    )
+    if tail is not None:
+        execute(
+            conn,
+            SAVE_ROW,
+            {**values, **Tally.of_row(row).with_tail(*tail).adding_all(kinds).columns()},
+        )
+        return
+    # The tail not read yet (no rate policy to decide on it): folded in by the UPDATE itself.
+    own = Tally.of_row(row).adding_all(kinds).columns()
+    for name in TAIL_FOLDED:
+        values[f"own_{name}"] = own.pop(name)
+    values.update(own, through=row.tallied_through, call_id=journal.receipt.call_id)
+    execute(conn, SAVE_ROW_FOLDING, values)
 
 
 NEWEST_EVENT = (
@@ -1045,6 +1053,45 @@ SAVE_ROW = Prepared(
 )
 """Write a locked row: its tallies count every event up to its newest; the circuit and the
 tallies come as execution parameters named like the columns (built once, compiled once)."""
+TAIL_RANGE = (
+    (events.c.connection_id == bindparam("row_id"))
+    & (events.c.id > bindparam("through"))
+    & or_(events.c.call_id.is_(None), events.c.call_id != bindparam("call_id"))
+)
+"""The row's tail when its exclusive write has appended events of its own (call ``call_id``):
+the events after ``through`` (its ``tallied_through`` when locked) that are not this call's."""
+TAIL_FOLDED = ("successes", "last_success_at", "last_event_at")
+"""The tally columns a tail of healthy successes changes."""
+
+
+def _later(own: Any, tail_latest: Any) -> Any:
+    """The later of the time ``own`` (may be ``NULL``) and the tail's latest (``NULL`` without a
+    tail), on every dialect (``GREATEST`` differs on ``NULL``)."""
+    return case((or_(own.is_(None), tail_latest > own), func.coalesce(tail_latest, own)), else_=own)
+
+
+def _tail_latest() -> Any:
+    return select(func.max(events.c.occurred_at)).where(TAIL_RANGE).scalar_subquery()
+
+
+SAVE_ROW_FOLDING = Prepared(
+    update(connections)
+    .where(connections.c.id == bindparam("row_id"))
+    .values(
+        tallied_through=NEWEST_EVENT,
+        successes=bindparam("own_successes", type_=connections.c.successes.type)
+        + select(func.count()).where(TAIL_RANGE).scalar_subquery(),
+        last_success_at=_later(
+            bindparam("own_last_success_at", type_=UTCDateTime()), _tail_latest()
+        ),
+        last_event_at=_later(bindparam("own_last_event_at", type_=UTCDateTime()), _tail_latest()),
+    )
+)
+"""Write a row locked exclusively as :data:`SAVE_ROW` does, folding in the tail its UPDATE
+finds (one round trip less than reading it first): the tail's successes and latest time are
+added to the tallies the call computed from the row and its own events (``own_*``). Under
+the exclusive lock no healthy success can join the tail, and the UPDATE's statement sees
+every one committed before (READ COMMITTED; SQLite has one writer)."""
 INSERT_EVENT = Prepared(insert(events))
 NEWEST_EVENT_OF_ROW = (
     select(events.c.id)

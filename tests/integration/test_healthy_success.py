@@ -146,3 +146,27 @@ def test_pruning_folds_the_tail_first(make_brama: Callable[..., Brama]) -> None:
     status = brama.status("svc")
     assert status.total_successes == 10 and status.last_success_time == START
     verify(brama.engine, "svc")
+
+
+@SERVERS
+def test_an_exclusive_write_folds_a_tail_dated_after_it(make_brama: Callable[..., Brama]) -> None:
+    """The UPDATE of an exclusive write folds the tail it finds: a tail written by a host
+    whose clock runs ahead keeps its later times (the later of the row's and the tail's)."""
+    ahead, behind = Clock(), Clock()
+    ahead.now = START + timedelta(minutes=5)
+    fast = make_brama(clock=ahead)
+    slow = make_brama(clock=behind)
+    fast.register("svc")
+    fast.success("svc")
+    first = tallied_through(fast)
+    for _ in range(3):
+        ahead.now += timedelta(seconds=1)
+        fast.success("svc")
+    assert tallied_through(fast) == first, "a tail of healthy successes"
+    slow.failure("svc", reason="late clock")
+    status = slow.status("svc")
+    assert (status.total_successes, status.total_failures) == (4, 1)
+    assert status.last_success_time == ahead.now
+    assert status.last_failure_time == START
+    assert tallied_through(slow) == slow.events("svc")[-1].id
+    verify(slow.engine, "svc")
