@@ -1071,7 +1071,10 @@ def _later(own: Any, tail_latest: Any) -> Any:
 
 
 def _tail_latest() -> Any:
-    return select(func.max(events.c.occurred_at)).where(TAIL_RANGE).scalar_subquery()
+    # coalesce(x, x), as in rows.with_tail: PostgreSQL would otherwise scan the connection's
+    # (connection_id, occurred_at) index backwards, through its whole log when the tail is empty.
+    latest = func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at))
+    return select(latest).where(TAIL_RANGE).scalar_subquery()
 
 
 SAVE_ROW_FOLDING = Prepared(
