@@ -51,6 +51,8 @@ def identity_of(row: Row[Any]) -> Identity:
 
 
 class _CircuitColumns(NamedTuple):
+    """The columns of a ``brama_connections`` row that :func:`circuit_of` reads."""
+
     state: str
     failure_count: int
     opened_at: datetime | None
@@ -60,6 +62,8 @@ class _CircuitColumns(NamedTuple):
 
 
 class _SettingsColumns(NamedTuple):
+    """The columns of a ``brama_connections`` row that :func:`settings_of` reads."""
+
     failure_threshold: int
     expiry: float
     half_open_max_calls: int | None
@@ -75,7 +79,7 @@ class _SettingsColumns(NamedTuple):
 
 
 _read_circuit = Reader(_CircuitColumns._fields, _CircuitColumns._make)
-_read_settings = Reader(_SettingsColumns._fields, _SettingsColumns._make)
+_read_settings: Reader[tuple[Any, ...]] = Reader(_SettingsColumns._fields, tuple)
 STATES = {state.value: state for state in State}
 """Each :class:`State` by its stored value (a dict lookup costs a fraction of ``State(value)``)."""
 
@@ -89,28 +93,27 @@ def state_of(value: str) -> State:
 def circuit_of(row: Any) -> Circuit:
     """The circuit a ``brama_connections`` row holds."""
     columns = _read_circuit(row)
-    window_counts = columns.window_counts
     return Circuit(
         state_of(columns.state),
         columns.failure_count,
         columns.opened_at,
         columns.episode,
         columns.open_period,
-        None if window_counts is None else Window.from_json(window_counts),
+        Window.from_json(columns.window_counts),
     )
 
 
 def settings_of(row: Any) -> Settings:
     """The state-machine settings a ``brama_connections`` row holds."""
-    return _settings(_read_settings(row))
+    return _settings(*_read_settings(row))
 
 
-@lru_cache(maxsize=1024)
-def _settings(columns: _SettingsColumns) -> Settings:
-    """The settings of a row's settings ``columns``: kept for the next row with the same
-    ones (a fleet has few distinct settings, and making one costs more than looking it up;
-    :class:`Settings` is immutable, and validated columns of one type each never tell apart
-    values that compare equal)."""
+@lru_cache(maxsize=1024, typed=True)
+def _settings(*values: Any) -> Settings:
+    """The settings of the values of a row's :class:`_SettingsColumns`, kept for the next
+    row with the same ones, of the same types: a fleet has few distinct settings, making them
+    costs several times looking them up, and :class:`Settings` is immutable."""
+    columns = _SettingsColumns._make(values)
     return Settings(
         failure_threshold=columns.failure_threshold,
         expiry=timedelta(seconds=columns.expiry),

@@ -290,8 +290,9 @@ def test_a_status_past_its_expiry_is_half_open_since_the_expiry() -> None:
 # -- the record made without __init__ ---------------------------------------------------------
 
 
-def a_status() -> ConnectionStatus:
-    values = {name: None for name in COLUMNS}
+def a_status_columns() -> dict[str, Any]:
+    """The columns of a closed connection's row."""
+    values: dict[str, Any] = {name: None for name in COLUMNS}
     values.update(
         identifier="db",
         scope="eu",
@@ -308,7 +309,11 @@ def a_status() -> ConnectionStatus:
         backoff_factor=2.0,
         tail_successes=0,
     )
-    return status_of(WithTail(**values), START + timedelta(minutes=1))
+    return values
+
+
+def a_status() -> ConnectionStatus:
+    return status_of(WithTail(**a_status_columns()), START + timedelta(minutes=1))
 
 
 def test_a_status_made_without_init_is_an_ordinary_frozen_record() -> None:
@@ -347,3 +352,14 @@ def test_a_reader_reads_rows_named_tuples_and_objects_alike() -> None:
         read(SimpleNamespace(a=1))
     with pytest.raises(ValueError):
         Reader(("a",), tuple)
+
+
+def test_settings_are_kept_per_value_and_type() -> None:
+    """Rows with the same settings share one :class:`Settings`; values that compare equal
+    but differ in type (``3`` and ``3.0``) each keep their own."""
+    values = dict(a_status_columns(), backoff_factor=3)
+    by_int = settings_of(WithTail(**values))
+    assert type(by_int.backoff_factor) is int
+    assert settings_of(WithTail(**values)) is by_int
+    by_float = settings_of(WithTail(**dict(values, backoff_factor=3.0)))
+    assert type(by_float.backoff_factor) is float
