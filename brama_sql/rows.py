@@ -15,7 +15,7 @@ from brama_sql.circuit import Circuit, Kind, Settings, State
 from brama_sql.columns import Reader
 from brama_sql.records import ConnectionStatus, Event, connection_status
 from brama_sql.schema import api_scope, connections, events, stored_scope
-from brama_sql.tallies import Tally, tail_counted
+from brama_sql.tallies import tail_counted
 from brama_sql.window import Totals, Window
 
 
@@ -156,20 +156,11 @@ def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
 
 Tail = tuple[int, "datetime | None"]
 """A row's tail: how many events after ``tallied_through``, and the latest one's time."""
-_read_tail: Reader[Tail] = Reader(("tail_successes", "tail_latest"), tuple)
-
-
-def tally_of(row: Any, tail: Tail | None = None) -> Tally:
-    """The tallies of a row of :func:`with_tail` (or of a plain row and its ``tail``): those
-    it keeps plus its tail."""
-    count, latest = _read_tail(row) if tail is None else tail
-    return Tally.of_row(row).with_tail(count, latest)
 
 
 class _StatusColumns(NamedTuple):
     """The columns of a ``brama_connections`` row that its status shows or derives from
-    (those of :func:`circuit_of`, :func:`settings_of` and :meth:`Tally.of_row`), then its
-    tail."""
+    (among them those of :func:`circuit_of` and :func:`settings_of`), then its tail."""
 
     identifier: str
     scope: str
@@ -198,8 +189,6 @@ class _StatusColumns(NamedTuple):
     last_success_at: datetime | None
     last_failure_at: datetime | None
     last_transition_at: datetime | None
-    last_event_at: datetime | None
-    transitions: dict[str, int] | None
     tail_successes: int
     tail_latest: datetime | None
 
