@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -65,6 +65,27 @@ class ConnectionStatus:
     def available(self) -> bool:
         """Whether calls may go through: every state but ``open`` and ``forced_open``."""
         return is_available(self.state)
+
+
+STATUS_FIELDS = frozenset(status_field.name for status_field in fields(ConnectionStatus))
+
+
+def connection_status(**values: Any) -> ConnectionStatus:
+    """The :class:`ConnectionStatus` of ``values``, one for each of its fields, made without
+    its generated ``__init__``: a frozen dataclass's sets each field through
+    ``object.__setattr__``, which over these 31 fields costs about as much as the rest of
+    building a status from a row. The record is the same one (equal, hashed, pickled and
+    ``dataclasses.replace``-d alike), the fields in its ``__dict__``. Raises ``TypeError``
+    when ``values`` misses a field or names one it does not have."""
+    if values.keys() != STATUS_FIELDS:
+        given = set(values)
+        raise TypeError(
+            f"connection_status() needs every field of ConnectionStatus: missing "
+            f"{sorted(STATUS_FIELDS - given)}, unknown {sorted(given - STATUS_FIELDS)}"
+        )
+    status = object.__new__(ConnectionStatus)
+    status.__dict__.update(values)
+    return status
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Settings, State
+from brama_sql.columns import Reader
 from brama_sql.prepared import Prepared
-from brama_sql.records import ConnectionStatus, Event
+from brama_sql.records import ConnectionStatus, Event, connection_status
 from brama_sql.schema import api_scope, connections, events, stored_scope
-from brama_sql.tallies import Tally
-from brama_sql.window import Window
+from brama_sql.tallies import tail_counted
+from brama_sql.window import Totals, Window
 
 
 @dataclass(frozen=True)
@@ -49,33 +51,83 @@ def identity_of(row: Row[Any]) -> Identity:
     return Identity(row.identifier, api_scope(row.scope))
 
 
-def circuit_of(row: Row[Any]) -> Circuit:
+class _CircuitColumns(NamedTuple):
+    """The columns of a ``brama_connections`` row that :func:`circuit_of` reads."""
+
+    state: str
+    failure_count: int
+    opened_at: datetime | None
+    episode: int
+    open_period: float | None
+    window_counts: list[list[int]] | None
+
+
+class _SettingsColumns(NamedTuple):
+    """The columns of a ``brama_connections`` row that :func:`settings_of` reads."""
+
+    failure_threshold: int
+    expiry: float
+    half_open_max_calls: int | None
+    probe_timeout: float | None
+    expiry_strategy: str
+    backoff_factor: float
+    max_expiry: float | None
+    failure_rate_threshold: float | None
+    rate_window: float | None
+    minimum_calls: int | None
+    slow_call_duration: float | None
+    slow_call_rate_threshold: float | None
+
+
+_read_circuit = Reader(_CircuitColumns._fields, _CircuitColumns._make)
+_read_settings: Reader[tuple[Any, ...]] = Reader(_SettingsColumns._fields, tuple)
+STATES = {state.value: state for state in State}
+"""Each :class:`State` by its stored value (a dict lookup costs a fraction of ``State(value)``)."""
+
+
+def state_of(value: str) -> State:
+    """The :class:`State` of a stored ``state`` value (``ValueError`` for an unknown one)."""
+    state = STATES.get(value)
+    return State(value) if state is None else state
+
+
+def circuit_of(row: Any) -> Circuit:
     """The circuit a ``brama_connections`` row holds."""
+    columns = _read_circuit(row)
     return Circuit(
-        State(row.state),
-        row.failure_count,
-        row.opened_at,
-        row.episode,
-        row.open_period,
-        Window.from_json(row.window_counts),
+        state_of(columns.state),
+        columns.failure_count,
+        columns.opened_at,
+        columns.episode,
+        columns.open_period,
+        Window.from_json(columns.window_counts),
     )
 
 
-def settings_of(row: Row[Any]) -> Settings:
+def settings_of(row: Any) -> Settings:
     """The state-machine settings a ``brama_connections`` row holds."""
+    return _settings(*_read_settings(row))
+
+
+@lru_cache(maxsize=1024, typed=True)
+def _settings(*values: Any) -> Settings:
+    """The settings of the values of a row's :class:`_SettingsColumns`, kept for the next
+    row with the same ones, of the same types: a fleet has few distinct settings, making them
+    costs several times looking them up, and :class:`Settings` is immutable."""
+    columns = _SettingsColumns._make(values)
     return Settings(
-        failure_threshold=row.failure_threshold,
-        expiry=timedelta(seconds=row.expiry),
-        half_open_max_calls=row.half_open_max_calls,
-        probe_timeout=_duration(row.probe_timeout),
-        expiry_strategy=row.expiry_strategy,
-        backoff_factor=row.backoff_factor,
-        max_expiry=_duration(row.max_expiry),
-        failure_rate_threshold=row.failure_rate_threshold,
-        window=_duration(row.rate_window),
-        minimum_calls=row.minimum_calls,
-        slow_call_duration=_duration(row.slow_call_duration),
-        slow_call_rate_threshold=row.slow_call_rate_threshold,
+        failure_threshold=columns.failure_threshold,
+        expiry=timedelta(seconds=columns.expiry),
+        half_open_max_calls=columns.half_open_max_calls,
+        probe_timeout=_duration(columns.probe_timeout),
+        expiry_strategy=columns.expiry_strategy,
+        backoff_factor=columns.backoff_factor,
+        max_expiry=_duration(columns.max_expiry),
+        failure_rate_threshold=columns.failure_rate_threshold,
+        window=_duration(columns.rate_window),
+        minimum_calls=columns.minimum_calls,
+        slow_call_duration=_duration(columns.slow_call_duration),
+        slow_call_rate_threshold=columns.slow_call_rate_threshold,
     )
 
 
@@ -114,66 +166,171 @@ Tail = tuple[int, "datetime | None"]
 """A row's tail: how many events after ``tallied_through``, and the latest one's time."""
 
 
-def tally_of(row: Row[Any], tail: Tail | None = None) -> Tally:
-    """The tallies of a row of :func:`with_tail` (or of a plain row and its ``tail``): those
-    it keeps plus its tail."""
-    count, latest = (row.tail_successes, row.tail_latest) if tail is None else tail
-    return Tally.of_row(row).with_tail(count, latest)
+class _StatusColumns(NamedTuple):
+    """The columns of a ``brama_connections`` row that its status shows or derives from
+    (among them those of :func:`circuit_of` and :func:`settings_of`), then its tail."""
+
+    identifier: str
+    scope: str
+    metadata: dict[str, Any]
+    registered_at: datetime
+    state: str
+    failure_count: int
+    opened_at: datetime | None
+    episode: int
+    open_period: float | None
+    window_counts: list[list[int]] | None
+    failure_threshold: int
+    expiry: float
+    half_open_max_calls: int | None
+    probe_timeout: float | None
+    expiry_strategy: str
+    backoff_factor: float
+    max_expiry: float | None
+    failure_rate_threshold: float | None
+    rate_window: float | None
+    minimum_calls: int | None
+    slow_call_duration: float | None
+    slow_call_rate_threshold: float | None
+    successes: int
+    failures: int
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    last_transition_at: datetime | None
+    tail_successes: int
+    tail_latest: datetime | None
 
 
-def status_of(row: Row[Any], now: datetime, tail: Tail | None = None) -> ConnectionStatus:
+_read_status = Reader(_StatusColumns._fields, _StatusColumns._make)
+_read_status_without_tail: Reader[tuple[Any, ...]] = Reader(_StatusColumns._fields[:-2], tuple)
+
+
+def _status_columns(row: Any, tail: Tail | None) -> _StatusColumns:
+    """The columns of a row of :func:`with_tail` (``tail`` ``None``), or of a plain row and
+    its ``tail``."""
+    if tail is None:
+        return _read_status(row)
+    return _StatusColumns._make((*_read_status_without_tail(row), *tail))
+
+
+class _Shown(NamedTuple):
+    """What a status shows of the circuit at the moment of the read."""
+
+    state: State
+    state_changed_at: datetime
+    current_expiry: float | None
+    next_probe_at: datetime | None
+    totals: Totals | None
+
+
+def status_of(row: Any, now: datetime, tail: Tail | None = None) -> ConnectionStatus:
     """The status of a row of :func:`with_tail` (or of a plain row and its ``tail``) at
-    ``now``."""
-    tally = tally_of(row, tail)
-    settings = settings_of(row)
-    stored = circuit_of(row)
+    ``now``. ``row`` is a SQLAlchemy ``Row`` or any object with the columns as attributes."""
+    columns = _status_columns(row, tail)
+    state = state_of(columns.state)
+    if state is State.OPEN or state is State.HALF_OPEN:
+        shown = _in_open_period(columns, now)
+    else:
+        shown = _outside_open_period(columns, state, now)
+    return _status(columns, now, shown)
+
+
+def _in_open_period(columns: _StatusColumns, now: datetime) -> _Shown:
+    """An open or half-open circuit as the state machine has it at ``now``: an open one
+    whose expiry has elapsed is half-open since its expiry."""
+    settings = settings_of(columns)
+    stored = circuit_of(columns)
     circuit = machine.current(stored, settings, now)
     if circuit.state is not stored.state:
         # An expiry that no write has persisted yet: it happened at opened_at + expiry.
         state_changed_at = stored.expires_at(settings)
     else:
-        state_changed_at = tally.last_transition_at or row.registered_at
+        state_changed_at = columns.last_transition_at or columns.registered_at
     assert state_changed_at is not None
-    reports = tally.successes + tally.failures
-    opened = circuit.state in (State.OPEN, State.HALF_OPEN)
-    totals = (
-        circuit.window.totals(now, settings.window_span)
-        if circuit.window is not None and circuit.state in (State.CLOSED, State.UNKNOWN)
-        else None
-    )
-    return ConnectionStatus(
-        identifier=row.identifier,
-        scope=api_scope(row.scope),
+    return _Shown(
         state=circuit.state,
-        failure_count=circuit.failure_count,
-        last_failure_time=tally.last_failure_at,
-        last_success_time=tally.last_success_at,
-        opened_at=circuit.opened_at,
-        metadata=dict(row.metadata),
-        failure_threshold=row.failure_threshold,
-        expiry=row.expiry,
-        registered_at=row.registered_at,
         state_changed_at=state_changed_at,
-        total_successes=tally.successes,
-        total_failures=tally.failures,
-        success_rate=tally.successes / reports if reports else None,
-        time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
-        half_open_max_calls=row.half_open_max_calls,
-        probe_timeout=settings.permit_lifetime.total_seconds(),
-        expiry_strategy=settings.expiry_strategy,
-        backoff_factor=settings.backoff_factor,
-        max_expiry=row.max_expiry,
-        current_expiry=circuit.period(settings).total_seconds() if opened else None,
+        current_expiry=circuit.period(settings).total_seconds(),
         next_probe_at=circuit.expires_at(settings),
-        failure_rate_threshold=settings.failure_rate_threshold,
-        window=row.rate_window,
-        minimum_calls=settings.minimum_calls,
-        slow_call_duration=row.slow_call_duration,
-        slow_call_rate_threshold=settings.slow_call_rate_threshold,
+        totals=None,
+    )
+
+
+def _outside_open_period(columns: _StatusColumns, state: State, now: datetime) -> _Shown:
+    """A circuit in a ``state`` that no expiry moves (not open nor half-open): as stored,
+    with no open period, and its rate window counted at ``now`` when it is closed or unknown
+    (what :func:`_in_open_period` would find, without building the circuit and settings)."""
+    totals = None
+    if columns.window_counts is not None and (state is State.CLOSED or state is State.UNKNOWN):
+        window = Window.from_json(columns.window_counts)
+        assert window is not None
+        totals = window.totals(now, settings_of(columns).window_span)
+    state_changed_at = columns.last_transition_at or columns.registered_at
+    assert state_changed_at is not None
+    return _Shown(
+        state=state,
+        state_changed_at=state_changed_at,
+        current_expiry=None,
+        next_probe_at=None,
+        totals=totals,
+    )
+
+
+def _status(columns: _StatusColumns, now: datetime, shown: _Shown) -> ConnectionStatus:
+    """The status of a row's ``columns`` at ``now``, its circuit ``shown``."""
+    successes, last_success_at = tail_counted(
+        columns.successes, columns.last_success_at, columns.tail_successes, columns.tail_latest
+    )
+    failures = columns.failures
+    reports = successes + failures
+    state_changed_at = shown.state_changed_at
+    totals = shown.totals
+    return connection_status(
+        identifier=columns.identifier,
+        scope=api_scope(columns.scope),
+        state=shown.state,
+        failure_count=columns.failure_count,
+        last_failure_time=columns.last_failure_at,
+        last_success_time=last_success_at,
+        opened_at=columns.opened_at,
+        metadata=dict(columns.metadata),
+        failure_threshold=columns.failure_threshold,
+        expiry=columns.expiry,
+        registered_at=columns.registered_at,
+        state_changed_at=state_changed_at,
+        total_successes=successes,
+        total_failures=failures,
+        success_rate=successes / reports if reports else None,
+        time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
+        half_open_max_calls=columns.half_open_max_calls,
+        probe_timeout=_permit_lifetime(columns),
+        expiry_strategy=columns.expiry_strategy,
+        backoff_factor=columns.backoff_factor,
+        max_expiry=columns.max_expiry,
+        current_expiry=shown.current_expiry,
+        next_probe_at=shown.next_probe_at,
+        failure_rate_threshold=columns.failure_rate_threshold,
+        window=columns.rate_window,
+        minimum_calls=columns.minimum_calls,
+        slow_call_duration=columns.slow_call_duration,
+        slow_call_rate_threshold=columns.slow_call_rate_threshold,
         window_calls=0 if totals is None else totals.calls,
         window_failures=0 if totals is None else totals.failures,
         window_slow_calls=0 if totals is None else totals.slow,
     )
+
+
+def _permit_lifetime(columns: _StatusColumns) -> float:
+    """:attr:`Settings.permit_lifetime` in seconds: the probe timeout, else the expiry."""
+    seconds = columns.expiry if columns.probe_timeout is None else columns.probe_timeout
+    return _whole_microseconds(seconds)
+
+
+@lru_cache(maxsize=1024)
+def _whole_microseconds(seconds: float) -> float:
+    """``seconds`` in whole microseconds, as ``timedelta(seconds=seconds)`` holds them (kept:
+    a fleet has few distinct durations, and equal numbers give equal ``timedelta``)."""
+    return timedelta(seconds=seconds).total_seconds()
 
 
 def event_record(row: Row[Any]) -> Event:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from brama_sql.circuit import Kind
+from brama_sql.columns import Reader
 
 COLUMNS = (
     "successes",
@@ -81,10 +82,13 @@ class Tally:
         (the events after ``tallied_through``, which are all healthy successes)."""
         if not successes or latest is None:
             return self
+        counted, last_success_at = tail_counted(
+            self.successes, self.last_success_at, successes, latest
+        )
         return replace(
             self,
-            successes=self.successes + successes,
-            last_success_at=_latest(self.last_success_at, latest),
+            successes=counted,
+            last_success_at=last_success_at,
             last_event_at=_latest(self.last_event_at, latest),
         )
 
@@ -122,9 +126,22 @@ class Tally:
     @classmethod
     def of_row(cls, row: Any) -> Tally:
         """The tally a ``brama_connections`` row holds."""
-        values = {name: getattr(row, name) for name in COLUMNS}
+        values = dict(zip(COLUMNS, _read_tally(row), strict=True))
         values["transitions"] = transition_counts(values["transitions"])
         return cls(**values)
+
+
+_read_tally: Reader[tuple[Any, ...]] = Reader(COLUMNS, tuple)
+
+
+def tail_counted(
+    successes: int, last_success_at: datetime | None, tail: int, tail_latest: datetime | None
+) -> tuple[int, datetime | None]:
+    """``successes`` and the latest success's time with a tail of ``tail`` healthy successes,
+    the latest at ``tail_latest``, counted (an empty tail changes nothing)."""
+    if not tail or tail_latest is None:
+        return successes, last_success_at
+    return successes + tail, _latest(last_success_at, tail_latest)
 
 
 def transition_counts(document: Any) -> dict[str, int]:

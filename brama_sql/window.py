@@ -75,12 +75,13 @@ class Window:
     def totals(self, now: datetime, span: timedelta) -> Totals:
         """The counts of the reports still in the window at ``now``."""
         index = bucket_index(now, span)
-        inside = [b for b in self.buckets if index - BUCKETS < b.index <= index]
-        return Totals(
-            sum(b.calls for b in inside),
-            sum(b.failures for b in inside),
-            sum(b.slow for b in inside),
-        )
+        calls = failures = slow = 0
+        for bucket in self.buckets:
+            if index - BUCKETS < bucket.index <= index:
+                calls += bucket.calls
+                failures += bucket.failures
+                slow += bucket.slow
+        return Totals(calls, failures, slow)
 
     def as_json(self) -> list[list[int]]:
         """``[[index, calls, failures, slow], ...]`` (the ``window_counts`` column)."""
@@ -91,7 +92,7 @@ class Window:
         """The window :meth:`as_json` wrote (``None`` for ``None``)."""
         if document is None:
             return None
-        return cls(tuple(Bucket(*(int(value) for value in item)) for item in document))
+        return cls(tuple([Bucket(*map(int, item)) for item in document]))
 
 
 def _counted(bucket: Bucket, failed: bool, slow: bool) -> Bucket:
