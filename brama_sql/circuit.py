@@ -298,8 +298,22 @@ def is_available(state: State) -> bool:
 
 def may_claim_permit(settings: Settings, active_permits: int) -> bool:
     """Whether a half-open circuit with ``active_permits`` unexpired permits grants one more."""
-    limit = settings.half_open_max_calls
-    return limit is None or active_permits < limit
+    return permit_free(settings.half_open_max_calls, active_permits)
+
+
+def permit_free(half_open_max_calls: int | None, active_permits: int) -> bool:
+    """Whether a half-open circuit allowing ``half_open_max_calls`` permits (``None``: no
+    limit) with ``active_permits`` unexpired ones grants one more."""
+    return half_open_max_calls is None or active_permits < half_open_max_calls
+
+
+def state_at(state: State, opened_at: datetime | None, period: timedelta, now: datetime) -> State:
+    """The state at ``now`` of a circuit stored in ``state``, opened at ``opened_at`` for an open
+    period of ``period``: an open circuit whose period has elapsed is half-open. The state
+    :func:`current` gives, from the few columns ``available()`` reads."""
+    if state is State.OPEN and opened_at is not None and now >= opened_at + period:
+        return State.HALF_OPEN
+    return state
 
 
 def current(circuit: Circuit, settings: Settings, now: datetime) -> Circuit:

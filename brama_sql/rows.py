@@ -380,6 +380,19 @@ FIND_CIRCUIT = Prepared(
 )
 """Only what deciding admission needs (:func:`circuit_of`, :func:`settings_of`): a read on
 every guarded call, where each further column costs the driver its parsing."""
+ADMISSION = Prepared(
+    select(
+        connections.c.id,
+        connections.c.state,
+        connections.c.opened_at,
+        connections.c.episode,
+        connections.c.open_period,
+        connections.c.expiry,
+        connections.c.half_open_max_calls,
+    ).where(BY_IDENTITY)
+)
+"""What deciding admission needs without the availability cache (see
+:func:`~brama_sql.circuit.state_at`): a read on every guarded call."""
 FIND_FOR_UPDATE = Prepared(select(*ROW_COLUMNS).where(BY_IDENTITY).with_for_update())
 FIND_FOR_SHARE = Prepared(select(*ROW_COLUMNS).where(BY_IDENTITY).with_for_update(read=True))
 STATUS = Prepared(with_tail(BY_IDENTITY))

@@ -45,6 +45,7 @@ from brama_sql.options import Changes, Registration, changes
 from brama_sql.prepared import Executor, Prepared, execute
 from brama_sql.records import ConnectionStatus, Event
 from brama_sql.rows import (
+    ADMISSION,
     FIND,
     FIND_CIRCUIT,
     FIND_FOR_SHARE,
@@ -56,6 +57,7 @@ from brama_sql.rows import (
     event_record,
     identity_of,
     settings_of,
+    state_of,
     status_of,
     with_tail,
 )
@@ -696,6 +698,23 @@ class Store:
             if cached is not None:
                 return Admission.ADMITTED if cached else Admission.REFUSED
 
+        def narrow(conn: Executor) -> Admission | None:
+            row = execute(conn, ADMISSION, identity.parameters()).one_or_none()
+            if row is None:  # a declared connection is registered by claim()
+                return None if self.declared(identity) is not None else Admission.REFUSED
+            stored = state_of(row.state)
+            period = timedelta(seconds=row.expiry if row.open_period is None else row.open_period)
+            now = self.now(conn)
+            state = machine.state_at(stored, row.opened_at, period, now)
+            limit = row.half_open_max_calls
+            if state is not State.HALF_OPEN or limit is None:
+                return _admitted(state)
+            if state is stored:  # the expiry is persisted, so permits may exist
+                active, held = _live_permits(conn, row.id, row.episode, holder, now)
+                if held is None and not machine.permit_free(limit, active):
+                    return Admission.REFUSED
+            return None
+
         def body(conn: Executor) -> Admission | None:
             row = execute(conn, FIND_CIRCUIT, identity.parameters()).one_or_none()
             if row is None:  # a declared connection is registered by claim()
@@ -714,7 +733,9 @@ class Store:
                     return Admission.REFUSED
             return None
 
-        answer = self._reading("available", body)
+        # Without the cache, only the columns admission needs (each costs the driver its
+        # parsing, on MariaDB its metadata too); the cache keeps the whole circuit.
+        answer = self._reading("available", narrow if self.cache is None else body)
         return self.claim(identity, actor, holder) if answer is None else answer
 
     def refusal(self, identity: Identity) -> Refusal:
