@@ -150,7 +150,7 @@ def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
         events.c.id > connections.c.tallied_through
     )
     return select(
-        *ROW_COLUMNS,
+        *status_columns(),
         select(func.count()).where(tail).scalar_subquery().label("tail_successes"),
         # coalesce(x, x): not the bare column, so PostgreSQL does not turn the max() into a
         # backward scan of the (connection_id, occurred_at) index filtered on id, which reads
@@ -199,6 +199,12 @@ class _StatusColumns(NamedTuple):
     last_transition_at: datetime | None
     tail_successes: int
     tail_latest: datetime | None
+
+
+def status_columns() -> list[ColumnElement[Any]]:
+    """The ``brama_connections`` columns a status reads (:class:`_StatusColumns` but the
+    tail): fewer columns, less for the driver to parse on every ``status()``."""
+    return [connections.c[name] for name in _StatusColumns._fields[:-2]]
 
 
 _read_status = Reader(_StatusColumns._fields, _StatusColumns._make)

@@ -58,6 +58,7 @@ from brama_sql.rows import (
     identity_of,
     settings_of,
     state_of,
+    status_columns,
     status_of,
     with_tail,
 )
@@ -778,8 +779,15 @@ class Store:
             # the same snapshot, the tails of those whose newest event is past tallied_through
             # (each a range on (connection_id, id); the newest event is one index dive).
             conn.execution_options(isolation_level="REPEATABLE READ")
-            rows = conn.execute(
-                select(connections, NEWEST_EVENT_OF_ROW).where(condition).order_by(*order)
+            rows: Sequence[Any] = conn.execute(
+                select(
+                    connections.c.id,
+                    connections.c.tallied_through,
+                    *status_columns(),
+                    NEWEST_EVENT_OF_ROW,
+                )
+                .where(condition)
+                .order_by(*order)
             ).all()
             tails: dict[int, Tail] = {}
             for row in rows:
