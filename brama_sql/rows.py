@@ -400,6 +400,19 @@ ADMISSION = Prepared(
 """What deciding admission needs without the availability cache (see
 :func:`~brama_sql.circuit.state_at`): a read on every guarded call."""
 FIND_FOR_UPDATE = Prepared(select(*ROW_COLUMNS).where(BY_IDENTITY).with_for_update())
-FIND_FOR_SHARE = Prepared(select(*ROW_COLUMNS).where(BY_IDENTITY).with_for_update(read=True))
+FIND_FOR_SHARE = Prepared(
+    select(
+        connections.c.id,
+        connections.c.identifier,
+        connections.c.scope,
+        connections.c.tallied_through,
+        *(connections.c[name] for name in _CircuitColumns._fields),
+        *(connections.c[name] for name in _SettingsColumns._fields),
+    )
+    .where(BY_IDENTITY)
+    .with_for_update(read=True)
+)
+"""A connection's row under its shared lock: what a healthy success decides on (its identity,
+circuit and settings, and where its tallies end), no more (each column costs its parsing)."""
 STATUS = Prepared(with_tail(BY_IDENTITY))
 """A connection's row with its tail (:func:`with_tail`), by :data:`BY_IDENTITY`."""
