@@ -7,10 +7,11 @@ import math
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
+from brama_sql import prepared
 from brama_sql.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -299,7 +300,11 @@ def _take_over_sqlite_transactions(
         # own (as PostgreSQL's reads in AUTOCOMMIT do), which is all any read here needs, and
         # the round trips of BEGIN and COMMIT are saved.
         if connection.get_execution_options().get("brama_sql_write", False):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            prepared.execute(connection, BEGIN_IMMEDIATE)
+
+
+BEGIN_IMMEDIATE = prepared.Prepared(text("BEGIN IMMEDIATE"))
+"""SQLite's ``SELECT ... FOR UPDATE``: the database's write lock, taken as a write begins."""
 
 
 def sqlite_in_transaction(dbapi_connection: Any) -> bool:

@@ -23,7 +23,7 @@ import threading
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -85,6 +85,7 @@ class _Compiled:
         "dialect",
         "inserts",
         "order",
+        "plan",
         "returns",
         "row",
         "selects",
@@ -103,6 +104,7 @@ class _Compiled:
         for name, bind in compiled._bind_processors.items():
             assert callable(bind)  # a sequence only for tuple-typed parameters
             self.binds.append((name, bind))
+        self.plan = _plan(compiled)
         result_columns = compiled._result_columns
         self.dialect = dialect
         self.types = [column[3] for column in result_columns]
@@ -120,10 +122,26 @@ class _Compiled:
 
     def arguments(self, given: Mapping[str, Any]) -> Any:
         """The driver's parameters for ``given`` (bound literals added, types processed)."""
-        values = self.compiled.construct_params(given)
-        for name, processor in self.binds:
-            if name in values:
-                values[name] = processor(values[name])
+        if self.plan is None:
+            values = self.compiled.construct_params(given)
+            for name, processor in self.binds:
+                if name in values:
+                    values[name] = processor(values[name])
+        else:
+            values = {}
+            for bound in self.plan:
+                if bound.key in given:
+                    value = given[bound.key]
+                elif bound.name in given:
+                    value = given[bound.name]
+                elif bound.required:
+                    raise exc.InvalidRequestError(
+                        f"A value is required for bind parameter {bound.key!r}"
+                    )
+                else:
+                    value = bound.default
+                process = bound.processor
+                values[bound.escaped] = value if process is None else process(value)
         if self.order is None:
             return values
         return tuple(values[name] for name in self.order)
@@ -153,6 +171,39 @@ class _Compiled:
             if processor is not None:
                 processors.append((index, processor))
         return processors
+
+
+class _Bound(NamedTuple):
+    """One parameter of a compiled statement, as ``SQLCompiler.construct_params`` finds its
+    value: by the parameter's key, else by its compiled name, else its default."""
+
+    escaped: str
+    key: str
+    name: str
+    required: bool
+    default: Any
+    processor: Processor | None
+
+
+def _plan(compiled: SQLCompiler) -> list[_Bound] | None:
+    """How to find each parameter's value, once for all executions (``construct_params`` works
+    it out anew on each); ``None`` when one is computed at execution (a callable value, an
+    expanding or literal parameter), which ``construct_params`` then handles."""
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None
+    escaped_names: Mapping[str, str] = compiled.escaped_bind_names or {}
+    processors = compiled._bind_processors
+    plan = []
+    for bindparam, name in compiled.bind_names.items():
+        if bindparam.callable is not None:
+            return None
+        escaped = escaped_names.get(name, name)
+        processor = processors.get(escaped)
+        assert processor is None or callable(processor)
+        plan.append(
+            _Bound(escaped, bindparam.key, name, bindparam.required, bindparam.value, processor)
+        )
+    return plan
 
 
 class Prepared:

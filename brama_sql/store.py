@@ -1069,10 +1069,12 @@ NEWEST_EVENT = (
     .scalar_subquery()
 )
 """The id of the connection ``row_id``'s newest event (``0`` without events)."""
+BY_CONNECTION_AND_ID = "ix_brama_events_connection_id_id"
+"""The index of each connection's events in log order."""
 TAIL = Prepared(
-    select(func.count(), func.max(events.c.occurred_at)).where(
-        events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through")
-    )
+    select(func.count(), func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at)))
+    .with_hint(events, f"FORCE INDEX ({BY_CONNECTION_AND_ID})", "mysql")
+    .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
 )
 """How many events the connection ``row_id`` has after ``through``, and the latest's time."""
 SAVE_ROW = Prepared(
@@ -1099,11 +1101,22 @@ def _later(own: Any, tail_latest: Any) -> Any:
     return case((or_(own.is_(None), tail_latest > own), func.coalesce(tail_latest, own)), else_=own)
 
 
+def _over_tail(*columns: Any) -> Any:
+    """A scalar subquery over the tail's events (:data:`TAIL_RANGE`), by the
+    ``(connection_id, id)`` index: MariaDB would otherwise range over the primary key, through
+    every connection's events after ``through``."""
+    return (
+        select(*columns)
+        .with_hint(events, f"FORCE INDEX ({BY_CONNECTION_AND_ID})", "mysql")
+        .where(TAIL_RANGE)
+        .scalar_subquery()
+    )
+
+
 def _tail_latest() -> Any:
     # coalesce(x, x), as in rows.with_tail: PostgreSQL would otherwise scan the connection's
     # (connection_id, occurred_at) index backwards, through its whole log when the tail is empty.
-    latest = func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at))
-    return select(latest).where(TAIL_RANGE).scalar_subquery()
+    return _over_tail(func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at)))
 
 
 SAVE_ROW_FOLDING = Prepared(
@@ -1112,7 +1125,7 @@ SAVE_ROW_FOLDING = Prepared(
     .values(
         tallied_through=NEWEST_EVENT,
         successes=bindparam("own_successes", type_=connections.c.successes.type)
-        + select(func.count()).where(TAIL_RANGE).scalar_subquery(),
+        + _over_tail(func.count()),
         last_success_at=_later(
             bindparam("own_last_success_at", type_=UTCDateTime()), _tail_latest()
         ),
@@ -1127,7 +1140,7 @@ every one committed before (READ COMMITTED; SQLite has one writer)."""
 INSERT_EVENT = Prepared(insert(events))
 NEWEST_EVENT_OF_ROW = (
     select(events.c.id)
-    .with_hint(events, "FORCE INDEX (ix_brama_events_connection_id_id)", "mysql")
+    .with_hint(events, f"FORCE INDEX ({BY_CONNECTION_AND_ID})", "mysql")
     .where(events.c.connection_id == connections.c.id)
     .order_by(events.c.id.desc())
     .limit(1)
@@ -1162,6 +1175,7 @@ def fold(conn: Connection, row: Row[Any]) -> None:
 
 TAIL_REPORTS = Prepared(
     select(events.c.occurred_at, events.c.duration)
+    .with_hint(events, f"FORCE INDEX ({BY_CONNECTION_AND_ID})", "mysql")
     .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
     .order_by(events.c.id)
 )
