@@ -14,7 +14,8 @@ invalidated, so that :class:`~brama_sql.transaction.Transactions` retries as bef
 
 An engine with ``before_cursor_execute`` or ``after_cursor_execute`` listeners (a host's
 tracing, for instance) keeps seeing every statement: there, :func:`execute` runs the statement
-through SQLAlchemy's ``Connection.execute`` as any other.
+through SQLAlchemy's ``Connection.execute`` as any other (a read that began before the first
+listener was added finishes on the cursor).
 """
 
 from __future__ import annotations
@@ -208,8 +209,9 @@ def execute(
     """Run ``statement`` with ``parameters`` (one row's; a list goes through SQLAlchemy) in
     ``conn``'s transaction, on its DBAPI connection."""
     given = parameters or {}
-    if traced(conn.engine):
-        assert isinstance(conn, Connection)  # Transactions.read never runs on such an engine
+    # A Raw connection stays on the cursor: a listener added while its read runs (a tracer
+    # instrumenting the engine from another thread) sees the statements of the next call.
+    if isinstance(conn, Connection) and traced(conn.engine):
         return _through_sqlalchemy(conn, statement, given)
     dialect = conn.dialect
     compiled = statement.compiled(dialect, frozenset(given))

@@ -188,3 +188,31 @@ def test_reads_see_the_time_written(brama: Brama) -> None:
     assert status.last_failure_time is not None
     assert status.last_failure_time.tzinfo is not None
     assert abs(status.last_failure_time - datetime.now(timezone.utc)) < timedelta(minutes=5)
+
+
+def test_a_listener_added_while_a_read_runs_does_not_break_it(db_url: URL) -> None:
+    """A host may add a ``before_cursor_execute`` listener at any time (a tracer instrumenting
+    the engine from another thread); a read already on the raw DBAPI connection then finishes
+    there, and the following calls are traced."""
+    engine = create_engine(db_url)
+    seen: list[str] = []
+    armed: list[bool] = []
+
+    def trace(*arguments: Any) -> None:
+        seen.append(arguments[2])
+
+    @event.listens_for(engine, "checkout")
+    def instrument(*_: Any) -> None:  # once armed: added after the read took its connection
+        if armed and not event.contains(engine, "before_cursor_execute", trace):
+            event.listen(engine, "before_cursor_execute", trace)
+
+    try:
+        brama = Brama(engine)
+        brama.register("svc")
+        assert brama.available("svc")  # the schema is checked: reads now run raw
+        armed.append(True)
+        assert brama.available("svc")
+        assert brama.status("svc").total_successes == 0
+        assert any("FROM brama_connections" in statement for statement in seen)
+    finally:
+        engine.dispose()
