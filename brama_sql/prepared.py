@@ -243,10 +243,13 @@ def _wrapped(
     conn: Executor, sql: str, arguments: Any, error: Any, cursor: Any
 ) -> exc.StatementError:
     """The error SQLAlchemy would raise for the driver's ``error``; a lost connection is
-    invalidated first (never back into the pool, and the caller may try again)."""
+    invalidated first (never back into the pool, and the caller may try again), and, as
+    SQLAlchemy does, every pooled connection made before it: a server restart or a network
+    reset breaks them all, and the next attempt must connect anew, not take another one."""
     dialect = conn.dialect
     lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor)
     if lost and not conn.invalidated:
+        conn.engine.pool._invalidate(conn.connection, error, _checkin=False)
         conn.invalidate(error)
     wrapped: exc.StatementError = exc.DBAPIError.instance(
         sql,

@@ -150,6 +150,27 @@ def test_pooled_connections_reset_while_idle_are_replaced_without_an_error(
     assert _reasons(brama) == Counter({"before": 3, "after": 1})
 
 
+@pytest.mark.parametrize("read", ["available", "status"])
+def test_every_pooled_connection_reset_while_idle_costs_a_read_one_retry(
+    through: Callable[..., Brama], brama: Brama, proxy: Proxy, read: str
+) -> None:
+    """A server restart or a network reset breaks every pooled connection at once. As
+    SQLAlchemy does, the first one found lost invalidates the whole pool, so that the retry
+    connects anew instead of taking the next broken one (a pool of four broken connections
+    would outlast a call's three attempts)."""
+    brama.register("svc", failure_threshold=100)
+    client = through()
+    client.failure("svc", reason="before")
+    held = [client.engine.raw_connection() for _ in range(4)]  # four pooled connections
+    for fairy in held:
+        fairy.close()
+    proxy.reset()
+    if read == "available":
+        assert client.available("svc") is True
+    else:
+        assert client.status("svc").total_failures == 1
+
+
 def test_a_reset_while_waiting_for_the_lock_writes_nothing_and_the_report_runs_again(
     through: Callable[..., Brama],
     brama: Brama,
