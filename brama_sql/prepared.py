@@ -12,10 +12,10 @@ SQLAlchemy began. What SQLAlchemy would do with a failure is done here too: the 
 becomes SQLAlchemy's wrapped :class:`~sqlalchemy.exc.DBAPIError`, and a lost connection is
 invalidated, so that :class:`~brama_sql.transaction.Transactions` retries as before.
 
-An engine with ``before_cursor_execute`` or ``after_cursor_execute`` listeners (a host's
-tracing, for instance) keeps seeing every statement: there, :func:`execute` runs the statement
-through SQLAlchemy's ``Connection.execute`` as any other (a read that began before the first
-listener was added finishes on the cursor).
+An engine with ``before_cursor_execute``, ``after_cursor_execute`` or ``handle_error``
+listeners (a host's tracing or error metrics, for instance) keeps seeing every statement:
+there, :func:`execute` runs the statement through SQLAlchemy's ``Connection.execute`` as any
+other (a read that began before the first listener was added finishes on the cursor).
 """
 
 from __future__ import annotations
@@ -263,9 +263,15 @@ def _wrapped(
 
 
 def traced(engine: Engine) -> bool:
-    """Whether ``engine`` has listeners of each statement run on the cursor."""
+    """Whether ``engine`` has listeners of each statement run on the cursor, or of the
+    errors of statements (``handle_error``: a host's error metrics, its own disconnect
+    rules), which only SQLAlchemy's ``Connection.execute`` calls."""
     dispatch = engine.dispatch
-    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+    return bool(
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or engine.dialect.dispatch.handle_error  # a dialect event, listened to on the engine
+    )
 
 
 def _through_sqlalchemy(conn: Connection, statement: Prepared, given: Mapping[str, Any]) -> Results:

@@ -20,7 +20,7 @@ from typing import Any
 import fault_workers
 import pytest
 from proxy import Proxy
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
@@ -169,6 +169,30 @@ def test_every_pooled_connection_reset_while_idle_costs_a_read_one_retry(
         assert client.available("svc") is True
     else:
         assert client.status("svc").total_failures == 1
+
+
+def test_a_hosts_error_listener_sees_the_lost_connection_of_a_read(
+    db_url: URL, proxy: Proxy
+) -> None:
+    """A host's ``handle_error`` listener (error metrics, its own disconnect rules) sees the
+    driver errors of brama_sql's reads too, as it did when they ran through SQLAlchemy."""
+    url = db_url.set(host="127.0.0.1", port=proxy.port)
+    engine = create_engine(url)
+    seen: list[bool] = []
+
+    @event.listens_for(engine, "handle_error")
+    def count(context: Any) -> None:
+        seen.append(context.is_disconnect)
+
+    try:
+        client = Brama(engine, lock_timeout=LOCK_TIMEOUT, io_timeout=IO_TIMEOUT)
+        client.register("svc")
+        assert client.available("svc") is True
+        proxy.reset()
+        assert client.available("svc") is True
+        assert seen == [True]
+    finally:
+        engine.dispose()
 
 
 def test_a_reset_while_waiting_for_the_lock_writes_nothing_and_the_report_runs_again(
