@@ -171,6 +171,25 @@ def test_every_pooled_connection_reset_while_idle_costs_a_read_one_retry(
         assert client.status("svc").total_failures == 1
 
 
+def test_every_pooled_connection_of_a_hosts_engine_reset_while_idle_costs_a_write_one_retry(
+    db_url: URL, proxy: Proxy
+) -> None:
+    """On the host's engine a write first sets its session (on MariaDB/MySQL a statement):
+    a broken pooled connection found there invalidates the whole pool too."""
+    engine = create_engine(db_url.set(host="127.0.0.1", port=proxy.port))
+    try:
+        client = Brama(engine, lock_timeout=LOCK_TIMEOUT, io_timeout=IO_TIMEOUT)
+        client.register("svc", failure_threshold=100)
+        held = [engine.raw_connection() for _ in range(4)]  # four pooled connections
+        for fairy in held:
+            fairy.close()
+        proxy.reset()
+        client.failure("svc", reason="after")
+        assert client.status("svc").total_failures == 1
+    finally:
+        engine.dispose()
+
+
 def test_a_hosts_error_listener_sees_the_lost_connection_of_a_read(
     db_url: URL, proxy: Proxy
 ) -> None:
