@@ -12,9 +12,10 @@ SQLAlchemy began. What SQLAlchemy would do with a failure is done here too: the 
 becomes SQLAlchemy's wrapped :class:`~sqlalchemy.exc.DBAPIError`, and a lost connection is
 invalidated, so that :class:`~brama_sql.transaction.Transactions` retries as before.
 
-An engine with ``before_cursor_execute`` or ``after_cursor_execute`` listeners (a host's
-tracing, for instance) keeps seeing every statement: there, :func:`execute` runs the statement
-through SQLAlchemy's ``Connection.execute`` as any other.
+An engine with ``before_cursor_execute``, ``after_cursor_execute`` or ``handle_error``
+listeners (a host's tracing or error metrics, for instance) keeps seeing every statement:
+there, :func:`execute` runs the statement through SQLAlchemy's ``Connection.execute`` as any
+other (a read that began before the first listener was added finishes on the cursor).
 """
 
 from __future__ import annotations
@@ -259,8 +260,9 @@ def execute(
     """Run ``statement`` with ``parameters`` (one row's; a list goes through SQLAlchemy) in
     ``conn``'s transaction, on its DBAPI connection."""
     given = parameters or {}
-    if traced(conn.engine):
-        assert isinstance(conn, Connection)  # Transactions.read never runs on such an engine
+    # A Raw connection stays on the cursor: a listener added while its read runs (a tracer
+    # instrumenting the engine from another thread) sees the statements of the next call.
+    if isinstance(conn, Connection) and traced(conn.engine):
         return _through_sqlalchemy(conn, statement, given)
     dialect = conn.dialect
     compiled = statement.compiled(dialect, frozenset(given))
@@ -292,10 +294,13 @@ def _wrapped(
     conn: Executor, sql: str, arguments: Any, error: Any, cursor: Any
 ) -> exc.StatementError:
     """The error SQLAlchemy would raise for the driver's ``error``; a lost connection is
-    invalidated first (never back into the pool, and the caller may try again)."""
+    invalidated first (never back into the pool, and the caller may try again), and, as
+    SQLAlchemy does, every pooled connection made before it: a server restart or a network
+    reset breaks them all, and the next attempt must connect anew, not take another one."""
     dialect = conn.dialect
     lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor)
     if lost and not conn.invalidated:
+        conn.engine.pool._invalidate(conn.connection, error, _checkin=False)
         conn.invalidate(error)
     wrapped: exc.StatementError = exc.DBAPIError.instance(
         sql,
@@ -309,9 +314,15 @@ def _wrapped(
 
 
 def traced(engine: Engine) -> bool:
-    """Whether ``engine`` has listeners of each statement run on the cursor."""
+    """Whether ``engine`` has listeners of each statement run on the cursor, or of the
+    errors of statements (``handle_error``: a host's error metrics, its own disconnect
+    rules), which only SQLAlchemy's ``Connection.execute`` calls."""
     dispatch = engine.dispatch
-    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+    return bool(
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or engine.dialect.dispatch.handle_error  # a dialect event, listened to on the engine
+    )
 
 
 def _through_sqlalchemy(conn: Connection, statement: Prepared, given: Mapping[str, Any]) -> Results:

@@ -408,11 +408,14 @@ def _isolate(conn: Connection, level: str) -> None:
     """Use ``conn`` at isolation ``level`` (SQLAlchemy restores the engine's when it goes back
     to the pool). SQLAlchemy makes the change on the driver without wrapping the driver's
     errors, and on MySQL that is a statement: a pooled connection the server closed fails here
-    first. Its error is wrapped and the connection thrown away, so that the call is retried like
-    after any lost connection."""
+    first. Its error is wrapped and the connection thrown away, with every pooled connection made
+    before it (as SQLAlchemy does after a lost connection: a restart or a reset broke them all),
+    so that the call is retried on a new connection like after any lost connection."""
     try:
         conn.execution_options(isolation_level=level)
     except conn.dialect.loaded_dbapi.Error as error:
+        if conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, None):
+            conn.engine.pool._invalidate(conn.connection, error, _checkin=False)
         conn.invalidate()
         raise OperationalError(
             f"isolation level {level}", None, error, connection_invalidated=True

@@ -20,7 +20,7 @@ from typing import Any
 import fault_workers
 import pytest
 from proxy import Proxy
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
@@ -148,6 +148,70 @@ def test_pooled_connections_reset_while_idle_are_replaced_without_an_error(
     assert client.available("svc") is True
     client.failure("svc", reason="after")
     assert _reasons(brama) == Counter({"before": 3, "after": 1})
+
+
+@pytest.mark.parametrize("read", ["available", "status"])
+def test_every_pooled_connection_reset_while_idle_costs_a_read_one_retry(
+    through: Callable[..., Brama], brama: Brama, proxy: Proxy, read: str
+) -> None:
+    """A server restart or a network reset breaks every pooled connection at once. As
+    SQLAlchemy does, the first one found lost invalidates the whole pool, so that the retry
+    connects anew instead of taking the next broken one (a pool of four broken connections
+    would outlast a call's three attempts)."""
+    brama.register("svc", failure_threshold=100)
+    client = through()
+    client.failure("svc", reason="before")
+    held = [client.engine.raw_connection() for _ in range(4)]  # four pooled connections
+    for fairy in held:
+        fairy.close()
+    proxy.reset()
+    if read == "available":
+        assert client.available("svc") is True
+    else:
+        assert client.status("svc").total_failures == 1
+
+
+def test_every_pooled_connection_of_a_hosts_engine_reset_while_idle_costs_a_write_one_retry(
+    db_url: URL, proxy: Proxy
+) -> None:
+    """On the host's engine a write first sets its session (on MariaDB/MySQL a statement):
+    a broken pooled connection found there invalidates the whole pool too."""
+    engine = create_engine(db_url.set(host="127.0.0.1", port=proxy.port))
+    try:
+        client = Brama(engine, lock_timeout=LOCK_TIMEOUT, io_timeout=IO_TIMEOUT)
+        client.register("svc", failure_threshold=100)
+        held = [engine.raw_connection() for _ in range(4)]  # four pooled connections
+        for fairy in held:
+            fairy.close()
+        proxy.reset()
+        client.failure("svc", reason="after")
+        assert client.status("svc").total_failures == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_hosts_error_listener_sees_the_lost_connection_of_a_read(
+    db_url: URL, proxy: Proxy
+) -> None:
+    """A host's ``handle_error`` listener (error metrics, its own disconnect rules) sees the
+    driver errors of brama_sql's reads too, as it did when they ran through SQLAlchemy."""
+    url = db_url.set(host="127.0.0.1", port=proxy.port)
+    engine = create_engine(url)
+    seen: list[bool] = []
+
+    @event.listens_for(engine, "handle_error")
+    def count(context: Any) -> None:
+        seen.append(context.is_disconnect)
+
+    try:
+        client = Brama(engine, lock_timeout=LOCK_TIMEOUT, io_timeout=IO_TIMEOUT)
+        client.register("svc")
+        assert client.available("svc") is True
+        proxy.reset()
+        assert client.available("svc") is True
+        assert seen == [True]
+    finally:
+        engine.dispose()
 
 
 def test_a_reset_while_waiting_for_the_lock_writes_nothing_and_the_report_runs_again(

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from brama_sql import Brama
+from brama_sql import Brama, NotRegisteredError
 from brama_sql.prepared import Prepared, execute
 from brama_sql.rows import FIND, FIND_CIRCUIT, FIND_FOR_SHARE, FIND_FOR_UPDATE, STATUS
 from brama_sql.schema import connections, events
@@ -188,3 +188,60 @@ def test_reads_see_the_time_written(brama: Brama) -> None:
     assert status.last_failure_time is not None
     assert status.last_failure_time.tzinfo is not None
     assert abs(status.last_failure_time - datetime.now(timezone.utc)) < timedelta(minutes=5)
+
+
+def test_a_listener_added_while_a_read_runs_does_not_break_it(db_url: URL) -> None:
+    """A host may add a ``before_cursor_execute`` listener at any time (a tracer instrumenting
+    the engine from another thread); a read already on the raw DBAPI connection then finishes
+    there, and the following calls are traced."""
+    engine = create_engine(db_url)
+    seen: list[str] = []
+    armed: list[bool] = []
+
+    def trace(*arguments: Any) -> None:
+        seen.append(arguments[2])
+
+    @event.listens_for(engine, "checkout")
+    def instrument(*_: Any) -> None:  # once armed: added after the read took its connection
+        if armed and not event.contains(engine, "before_cursor_execute", trace):
+            event.listen(engine, "before_cursor_execute", trace)
+
+    try:
+        brama = Brama(engine)
+        brama.register("svc")
+        assert brama.available("svc")  # the schema is checked: reads now run raw
+        armed.append(True)
+        assert brama.available("svc")
+        assert brama.status("svc").total_successes == 0
+        assert any("FROM brama_connections" in statement for statement in seen)
+    finally:
+        engine.dispose()
+
+
+def test_a_read_that_raises_gives_its_connection_back_clean(brama: Brama) -> None:
+    """A raw read whose body raises a non-database error (``NotRegisteredError``) returns its
+    DBAPI connection to the pool outside any transaction, and on PostgreSQL out of
+    AUTOCOMMIT, the engine's level back."""
+    brama.register("svc")
+    assert brama.available("svc")
+    for _ in range(2):
+        with pytest.raises(NotRegisteredError):
+            brama.status("nobody")
+    assert brama.engine.pool.checkedout() == 0
+    fairy = brama.engine.raw_connection()  # the one pooled connection
+    try:
+        driver = fairy.driver_connection
+        dialect = brama.engine.dialect.name
+        if dialect == "postgresql":
+            assert driver is not None and driver.autocommit is False
+            assert driver.info.transaction_status == 0  # IDLE
+        elif dialect == "mysql":
+            cursor = fairy.cursor()
+            cursor.execute("SELECT @@in_transaction")
+            assert cursor.fetchall()[0][0] == 0
+            cursor.close()
+        else:
+            assert driver is not None and not driver.in_transaction
+    finally:
+        fairy.close()
+    assert brama.status("svc").total_successes == 0
