@@ -38,16 +38,12 @@ class Results:
     """The rows of a prepared statement, read in full (a handful at most), with the subset of
     SQLAlchemy's ``Result`` API brama_sql uses."""
 
-    __slots__ = ("_rows", "inserted_primary_key", "rowcount")
+    __slots__ = ("_rows", "inserted_primary_key")
 
-    def __init__(
-        self, rows: list[Any], inserted_primary_key: tuple[Any, ...] | None, rowcount: int
-    ) -> None:
+    def __init__(self, rows: list[Any], inserted_primary_key: tuple[Any, ...] | None) -> None:
         self._rows = rows
         self.inserted_primary_key = inserted_primary_key
         """The new row's primary key after an ``INSERT`` of one row (a 1-tuple)."""
-        self.rowcount = rowcount
-        """How many rows the statement changed (as the driver tells)."""
 
     def all(self) -> list[Any]:
         """Every row."""
@@ -66,14 +62,6 @@ class Results:
         if len(self._rows) > 1:
             raise exc.MultipleResultsFound("Multiple rows were found when one or none was required")
         return self._rows[0] if self._rows else None
-
-    def scalar_one(self) -> Any:
-        """The first column of the one row."""
-        return self.one()[0]
-
-    def scalars(self) -> list[Any]:
-        """The first column of every row."""
-        return [row[0] for row in self._rows]
 
 
 class _Compiled:
@@ -283,7 +271,7 @@ def execute(
             rows = []
             if compiled.inserts:
                 key = (cursor.lastrowid,)
-        return Results(rows, key, cursor.rowcount)
+        return Results(rows, key)
     except dialect.loaded_dbapi.Error as error:
         raise _wrapped(conn, compiled.sql, arguments, error, cursor) from error
     finally:
@@ -328,6 +316,6 @@ def traced(engine: Engine) -> bool:
 def _through_sqlalchemy(conn: Connection, statement: Prepared, given: Mapping[str, Any]) -> Results:
     result = conn.execute(statement.statement, dict(given))
     if result.is_insert:  # its implicit RETURNING (PostgreSQL) is no row of the caller's
-        return Results([], tuple(result.inserted_primary_key or ()), result.rowcount)
+        return Results([], tuple(result.inserted_primary_key or ()))
     rows = list(result.all()) if result.returns_rows else []
-    return Results(rows, None, result.rowcount)
+    return Results(rows, None)

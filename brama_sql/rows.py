@@ -3,6 +3,7 @@ statuses and events."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -152,14 +153,21 @@ def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
     return select(
         *status_columns(),
         select(func.count()).where(tail).scalar_subquery().label("tail_successes"),
-        # coalesce(x, x): not the bare column, so PostgreSQL does not turn the max() into a
-        # backward scan of the (connection_id, occurred_at) index filtered on id, which reads
-        # the connection's whole log when its tail is empty; it aggregates the tail's range.
-        select(func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at)))
-        .where(tail)
-        .scalar_subquery()
-        .label("tail_latest"),
+        select(latest_occurred_at()).where(tail).scalar_subquery().label("tail_latest"),
     ).where(condition)
+
+
+def latest_occurred_at() -> ColumnElement[Any]:
+    """``max(occurred_at)`` over a range of one connection's events by id (its tail).
+    Written ``max(coalesce(occurred_at, occurred_at))``, not over the bare column, so that
+    PostgreSQL does not turn it into a backward scan of the ``(connection_id, occurred_at)``
+    index filtered on id, which reads the connection's whole log when the range is empty."""
+    return func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at))
+
+
+def _named(names: Sequence[str]) -> list[ColumnElement[Any]]:
+    """The ``brama_connections`` columns ``names``."""
+    return [connections.c[name] for name in names]
 
 
 Tail = tuple[int, "datetime | None"]
@@ -204,7 +212,7 @@ class _StatusColumns(NamedTuple):
 def status_columns() -> list[ColumnElement[Any]]:
     """The ``brama_connections`` columns a status reads (:class:`_StatusColumns` but the
     tail): fewer columns, less for the driver to parse on every ``status()``."""
-    return [connections.c[name] for name in _StatusColumns._fields[:-2]]
+    return _named(_StatusColumns._fields[:-2])
 
 
 _read_status = Reader(_StatusColumns._fields, _StatusColumns._make)
@@ -362,30 +370,13 @@ def event_record(row: Row[Any]) -> Event:
 FIND = Prepared(select(*ROW_COLUMNS).where(BY_IDENTITY))
 """A connection's row, by :data:`BY_IDENTITY`."""
 FIND_CIRCUIT = Prepared(
-    select(
-        connections.c.id,
-        connections.c.state,
-        connections.c.failure_count,
-        connections.c.opened_at,
-        connections.c.episode,
-        connections.c.failure_threshold,
-        connections.c.expiry,
-        connections.c.half_open_max_calls,
-        connections.c.probe_timeout,
-        connections.c.expiry_strategy,
-        connections.c.backoff_factor,
-        connections.c.max_expiry,
-        connections.c.open_period,
-        connections.c.failure_rate_threshold,
-        connections.c.rate_window,
-        connections.c.minimum_calls,
-        connections.c.slow_call_duration,
-        connections.c.slow_call_rate_threshold,
-        connections.c.window_counts,
-    ).where(BY_IDENTITY)
+    select(connections.c.id, *_named(_CircuitColumns._fields + _SettingsColumns._fields)).where(
+        BY_IDENTITY
+    )
 )
-"""Only what deciding admission needs (:func:`circuit_of`, :func:`settings_of`): a read on
-every guarded call, where each further column costs the driver its parsing."""
+"""A connection's circuit and settings (:func:`circuit_of`, :func:`settings_of`): what the
+availability cache keeps of each ``available()`` read, whose admission needs only those of
+:data:`ADMISSION` among them."""
 ADMISSION = Prepared(
     select(
         connections.c.id,
@@ -406,8 +397,7 @@ FIND_FOR_SHARE = Prepared(
         connections.c.identifier,
         connections.c.scope,
         connections.c.tallied_through,
-        *(connections.c[name] for name in _CircuitColumns._fields),
-        *(connections.c[name] for name in _SettingsColumns._fields),
+        *_named(_CircuitColumns._fields + _SettingsColumns._fields),
     )
     .where(BY_IDENTITY)
     .with_for_update(read=True)

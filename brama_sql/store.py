@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar, overload
 from sqlalchemy import (
     ColumnElement,
     Row,
+    Select,
     bindparam,
     case,
     delete,
@@ -56,6 +57,7 @@ from brama_sql.rows import (
     circuit_of,
     event_record,
     identity_of,
+    latest_occurred_at,
     settings_of,
     state_of,
     status_columns,
@@ -699,44 +701,20 @@ class Store:
             if cached is not None:
                 return Admission.ADMITTED if cached else Admission.REFUSED
 
-        def narrow(conn: Executor) -> Admission | None:
-            row = execute(conn, ADMISSION, identity.parameters()).one_or_none()
-            if row is None:  # a declared connection is registered by claim()
-                return None if self.declared(identity) is not None else Admission.REFUSED
-            stored = state_of(row.state)
-            period = timedelta(seconds=row.expiry if row.open_period is None else row.open_period)
-            now = self.now(conn)
-            state = machine.state_at(stored, row.opened_at, period, now)
-            limit = row.half_open_max_calls
-            if state is not State.HALF_OPEN or limit is None:
-                return _admitted(state)
-            if state is stored:  # the expiry is persisted, so permits may exist
-                active, held = _live_permits(conn, row.id, row.episode, holder, now)
-                if held is None and not machine.permit_free(limit, active):
-                    return Admission.REFUSED
-            return None
-
-        def body(conn: Executor) -> Admission | None:
-            row = execute(conn, FIND_CIRCUIT, identity.parameters()).one_or_none()
-            if row is None:  # a declared connection is registered by claim()
-                return None if self.declared(identity) is not None else Admission.REFUSED
-            settings = settings_of(row)
-            now = self.now(conn)
-            stored = circuit_of(row)
-            if self.cache is not None:
-                self.cache.remember(identity, stored, settings, now)
-            circuit = machine.current(stored, settings, now)
-            if circuit.state is not State.HALF_OPEN or not settings.permits_limited:
-                return _admitted(circuit.state)
-            if circuit == stored:  # the expiry is persisted, so permits may exist
-                active, held = _live_permits(conn, row.id, circuit.episode, holder, now)
-                if held is None and not machine.may_claim_permit(settings, active):
-                    return Admission.REFUSED
-            return None
-
         # Without the cache, only the columns admission needs (each costs the driver its
         # parsing, on MariaDB its metadata too); the cache keeps the whole circuit.
-        answer = self._reading("available", narrow if self.cache is None else body)
+        query = ADMISSION if self.cache is None else FIND_CIRCUIT
+
+        def body(conn: Executor) -> Admission | None:
+            row = execute(conn, query, identity.parameters()).one_or_none()
+            if row is None:  # a declared connection is registered by claim()
+                return None if self.declared(identity) is not None else Admission.REFUSED
+            now = self.now(conn)
+            if self.cache is not None:
+                self.cache.remember(identity, circuit_of(row), settings_of(row), now)
+            return _admission(conn, row, holder, now)
+
+        answer = self._reading("available", body)
         return self.claim(identity, actor, holder) if answer is None else answer
 
     def refusal(self, identity: Identity) -> Refusal:
@@ -917,6 +895,23 @@ def _duplicate_identity(error: IntegrityError) -> bool:
     return "uq_brama_connections" in message or "brama_connections.identifier" in message
 
 
+def _admission(conn: Executor, row: Any, holder: str, now: datetime) -> Admission | None:
+    """Whether the circuit of ``row`` (the columns of :data:`~brama_sql.rows.ADMISSION`) lets
+    ``holder`` call at ``now``; ``None`` when a probe permit may be free, for
+    :meth:`Store.claim` to decide under the row lock."""
+    stored = state_of(row.state)
+    period = timedelta(seconds=row.expiry if row.open_period is None else row.open_period)
+    state = machine.state_at(stored, row.opened_at, period, now)
+    limit = row.half_open_max_calls
+    if state is not State.HALF_OPEN or limit is None:
+        return _admitted(state)
+    if state is stored:  # the expiry is persisted, so permits may exist
+        active, held = _live_permits(conn, row.id, row.episode, holder, now)
+        if held is None and not machine.permit_free(limit, active):
+            return Admission.REFUSED
+    return None
+
+
 def _admitted(state: State) -> Admission:
     return Admission.ADMITTED if machine.is_available(state) else Admission.REFUSED
 
@@ -1069,12 +1064,19 @@ NEWEST_EVENT = (
     .scalar_subquery()
 )
 """The id of the connection ``row_id``'s newest event (``0`` without events)."""
-BY_CONNECTION_AND_ID = "ix_brama_events_connection_id_id"
-"""The index of each connection's events in log order."""
+
+
+def _in_log_order(query: Select[Any]) -> Select[Any]:
+    """``query`` over ``brama_events`` read through the ``(connection_id, id)`` index on
+    MariaDB/MySQL, which may otherwise range over the primary key (``id > ...``) through every
+    connection's events for a range of one connection's."""
+    return query.with_hint(events, "FORCE INDEX (ix_brama_events_connection_id_id)", "mysql")
+
+
 TAIL = Prepared(
-    select(func.count(), func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at)))
-    .with_hint(events, f"FORCE INDEX ({BY_CONNECTION_AND_ID})", "mysql")
-    .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
+    _in_log_order(select(func.count(), latest_occurred_at())).where(
+        events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through")
+    )
 )
 """How many events the connection ``row_id`` has after ``through``, and the latest's time."""
 SAVE_ROW = Prepared(
@@ -1101,22 +1103,9 @@ def _later(own: Any, tail_latest: Any) -> Any:
     return case((or_(own.is_(None), tail_latest > own), func.coalesce(tail_latest, own)), else_=own)
 
 
-def _over_tail(*columns: Any) -> Any:
-    """A scalar subquery over the tail's events (:data:`TAIL_RANGE`), by the
-    ``(connection_id, id)`` index: MariaDB would otherwise range over the primary key, through
-    every connection's events after ``through``."""
-    return (
-        select(*columns)
-        .with_hint(events, f"FORCE INDEX ({BY_CONNECTION_AND_ID})", "mysql")
-        .where(TAIL_RANGE)
-        .scalar_subquery()
-    )
-
-
-def _tail_latest() -> Any:
-    # coalesce(x, x), as in rows.with_tail: PostgreSQL would otherwise scan the connection's
-    # (connection_id, occurred_at) index backwards, through its whole log when the tail is empty.
-    return _over_tail(func.max(func.coalesce(events.c.occurred_at, events.c.occurred_at)))
+def _over_tail(column: Any) -> Any:
+    """A scalar subquery of ``column`` over the tail's events (:data:`TAIL_RANGE`)."""
+    return _in_log_order(select(column)).where(TAIL_RANGE).scalar_subquery()
 
 
 SAVE_ROW_FOLDING = Prepared(
@@ -1127,9 +1116,11 @@ SAVE_ROW_FOLDING = Prepared(
         successes=bindparam("own_successes", type_=connections.c.successes.type)
         + _over_tail(func.count()),
         last_success_at=_later(
-            bindparam("own_last_success_at", type_=UTCDateTime()), _tail_latest()
+            bindparam("own_last_success_at", type_=UTCDateTime()), _over_tail(latest_occurred_at())
         ),
-        last_event_at=_later(bindparam("own_last_event_at", type_=UTCDateTime()), _tail_latest()),
+        last_event_at=_later(
+            bindparam("own_last_event_at", type_=UTCDateTime()), _over_tail(latest_occurred_at())
+        ),
     )
 )
 """Write a row locked exclusively as :data:`SAVE_ROW` does, folding in the tail its UPDATE
@@ -1139,8 +1130,7 @@ the exclusive lock no healthy success can join the tail, and the UPDATE's statem
 every one committed before (READ COMMITTED; SQLite has one writer)."""
 INSERT_EVENT = Prepared(insert(events))
 NEWEST_EVENT_OF_ROW = (
-    select(events.c.id)
-    .with_hint(events, f"FORCE INDEX ({BY_CONNECTION_AND_ID})", "mysql")
+    _in_log_order(select(events.c.id))
     .where(events.c.connection_id == connections.c.id)
     .order_by(events.c.id.desc())
     .limit(1)
@@ -1174,8 +1164,7 @@ def fold(conn: Connection, row: Row[Any]) -> None:
 
 
 TAIL_REPORTS = Prepared(
-    select(events.c.occurred_at, events.c.duration)
-    .with_hint(events, f"FORCE INDEX ({BY_CONNECTION_AND_ID})", "mysql")
+    _in_log_order(select(events.c.occurred_at, events.c.duration))
     .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
     .order_by(events.c.id)
 )

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from brama_sql import Brama, NotRegisteredError
 from brama_sql.prepared import Prepared, execute
-from brama_sql.rows import FIND, FIND_CIRCUIT, FIND_FOR_SHARE, FIND_FOR_UPDATE, STATUS
+from brama_sql.rows import ADMISSION, FIND, FIND_CIRCUIT, FIND_FOR_SHARE, FIND_FOR_UPDATE, STATUS
 from brama_sql.schema import connections, events
 from brama_sql.store import INSERT_EVENT, LIVE_PERMITS, SAVE_ROW, TAIL, TAIL_REPORTS
 
@@ -52,6 +52,7 @@ def _both(brama: Brama, statement: Prepared, parameters: dict[str, Any]) -> tupl
         (FIND_FOR_UPDATE, {"identifier": "svc", "scope": "s"}),
         (FIND_FOR_SHARE, {"identifier": "svc", "scope": "s"}),
         (FIND_CIRCUIT, {"identifier": "rated", "scope": ""}),
+        (ADMISSION, {"identifier": "svc", "scope": "s"}),
         (STATUS, {"identifier": "svc", "scope": "s"}),
         (STATUS, {"identifier": "nobody", "scope": ""}),
         (TAIL, {"row_id": None, "through": 0}),
@@ -63,6 +64,7 @@ def _both(brama: Brama, statement: Prepared, parameters: dict[str, Any]) -> tupl
         "find_for_update",
         "find_for_share",
         "find_circuit",
+        "admission",
         "status",
         "status_missing",
         "tail",
