@@ -42,6 +42,7 @@ from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, Stat
 from brama_sql.clock import Clock, database_now, read
 from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
 from brama_sql.listeners import Listeners, Written
+from brama_sql.log_ranges import newest_event_of, tail_of
 from brama_sql.options import Changes, Registration, changes
 from brama_sql.prepared import Executor, Prepared, execute
 from brama_sql.records import ConnectionStatus, Event
@@ -1058,11 +1059,7 @@ def _save(
     execute(conn, SAVE_ROW_FOLDING, values)
 
 
-NEWEST_EVENT = (
-    select(func.coalesce(func.max(events.c.id), 0))
-    .where(events.c.connection_id == bindparam("row_id"))
-    .scalar_subquery()
-)
+NEWEST_EVENT = newest_event_of(bindparam("row_id"))
 """The id of the connection ``row_id``'s newest event (``0`` without events)."""
 
 
@@ -1075,7 +1072,7 @@ def _in_log_order(query: Select[Any]) -> Select[Any]:
 
 TAIL = Prepared(
     _in_log_order(select(func.count(), latest_occurred_at())).where(
-        events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through")
+        tail_of(bindparam("row_id"), bindparam("through"))
     )
 )
 """How many events the connection ``row_id`` has after ``through``, and the latest's time."""
@@ -1086,10 +1083,8 @@ SAVE_ROW = Prepared(
 )
 """Write a locked row: its tallies count every event up to its newest; the circuit and the
 tallies come as execution parameters named like the columns (built once, compiled once)."""
-TAIL_RANGE = (
-    (events.c.connection_id == bindparam("row_id"))
-    & (events.c.id > bindparam("through"))
-    & or_(events.c.call_id.is_(None), events.c.call_id != bindparam("call_id"))
+TAIL_RANGE = tail_of(bindparam("row_id"), bindparam("through")) & or_(
+    events.c.call_id.is_(None), events.c.call_id != bindparam("call_id")
 )
 """The row's tail when its exclusive write has appended events of its own (call ``call_id``):
 the events after ``through`` (its ``tallied_through`` when locked) that are not this call's."""
@@ -1165,7 +1160,7 @@ def fold(conn: Connection, row: Row[Any]) -> None:
 
 TAIL_REPORTS = Prepared(
     _in_log_order(select(events.c.occurred_at, events.c.duration))
-    .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
+    .where(tail_of(bindparam("row_id"), bindparam("through")))
     .order_by(events.c.id)
 )
 """The reports of the connection ``row_id`` after ``through``, oldest first."""
