@@ -488,10 +488,9 @@ class Brama:
 
         Leave ``scope`` out for every scope; ``scope=None`` lists only unscoped connections.
         """
-        condition: ColumnElement[bool] = true()
-        if scope is not EVERY_SCOPE:
-            condition = connections.c.scope == stored_scope(validation.scope(scope))
-        return self._store.statuses(condition)
+        if scope is EVERY_SCOPE:
+            return self._store.statuses(None)
+        return self._store.statuses(stored_scope(validation.scope(scope)))
 
     def events(
         self,
