@@ -200,6 +200,8 @@ class Brama:
             self._batcher = Batcher(self._store.record_successes, window)
         self._first_uses = FirstUses()
         self._token = uuid.uuid4().hex[:8]
+        self._local = threading.local()
+        """This thread's :meth:`actor` (made once per thread and process)."""
 
     def _engine_for(self, url: object) -> tuple[Engine, bool]:
         """The engine to use for the ``url`` argument, and whether brama_sql built it."""
@@ -234,8 +236,13 @@ class Brama:
         Written into every event the caller causes (so the transition event of a trip names
         the caller whose report tripped it), and the holder of the probe permits it claims.
         """
-        actor = f"{_hostname()}:{os.getpid()}:{self._token}:{threading.get_native_id()}"
-        return actor[-255:]
+        local = self._local
+        pid = os.getpid()
+        if getattr(local, "pid", None) != pid:  # first call in this thread of this process
+            actor = f"{_hostname()}:{pid}:{self._token}:{threading.get_native_id()}"
+            local.actor, local.pid = actor[-255:], pid
+        actor_of_thread: str = local.actor
+        return actor_of_thread
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -488,10 +495,9 @@ class Brama:
 
         Leave ``scope`` out for every scope; ``scope=None`` lists only unscoped connections.
         """
-        condition: ColumnElement[bool] = true()
-        if scope is not EVERY_SCOPE:
-            condition = connections.c.scope == stored_scope(validation.scope(scope))
-        return self._store.statuses(condition)
+        if scope is EVERY_SCOPE:
+            return self._store.statuses(None)
+        return self._store.statuses(stored_scope(validation.scope(scope)))
 
     def events(
         self,
@@ -1090,6 +1096,16 @@ def _declared_options(
 
 
 def _identity(identifier: object, scope: object) -> Identity:
+    if type(identifier) is str and (scope is None or type(scope) is str):
+        return _checked_identity(identifier, scope)
+    return Identity(validation.identifier(identifier), validation.scope(scope))
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_identity(identifier: str, scope: str | None) -> Identity:
+    """The identity of a valid ``identifier`` and ``scope`` (plain strings), kept for the next
+    call naming them (an application calls the same few connections again and again; checking
+    the text costs more than the lookup). A refused one raises and is not kept."""
     return Identity(validation.identifier(identifier), validation.scope(scope))
 
 

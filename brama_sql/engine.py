@@ -13,6 +13,7 @@ from sqlalchemy.pool import StaticPool
 
 from brama_sql import prepared
 from brama_sql.errors import InvalidArgumentError
+from brama_sql.types import load_json
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -78,20 +79,21 @@ def build(
     connect = max(1, math.ceil(io_timeout))
     if backend in ("postgresql", "mysql") and migrating:
         arguments = _unless_in(parsed, {}, connect_timeout=max(connect, 5))
-        return create_engine(parsed, connect_args=arguments)
+        return create_engine(parsed, connect_args=arguments, json_deserializer=load_json)
     if backend == "postgresql":
         arguments = _postgresql_arguments(parsed, lock_timeout, connect)
-        return create_engine(parsed, connect_args=arguments)
+        return create_engine(parsed, connect_args=arguments, json_deserializer=load_json)
     if backend == "mysql":
         engine = create_engine(
             parsed,
+            json_deserializer=load_json,
             isolation_level="READ COMMITTED",
             connect_args=_mysql_arguments(parsed, lock_timeout, io_timeout),
         )
         _prepare_mysql_sessions(engine, lock_timeout, io_timeout)
         return engine
     if backend != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, json_deserializer=load_json)
     synchronous = _sqlite_synchronous(parsed)
     parsed = parsed.difference_update_query([SYNCHRONOUS])
     memory = parsed.database in (None, "", ":memory:")
@@ -99,7 +101,7 @@ def build(
     if memory:
         # One connection shared by every thread: brama_sql's Store serialises its use.
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-    engine = create_engine(parsed, **options)
+    engine = create_engine(parsed, json_deserializer=load_json, **options)
     busy = MIGRATION_WAIT_S if migrating else lock_timeout
     _take_over_sqlite_transactions(
         engine, wal=not memory, busy_ms=milliseconds(busy), synchronous=synchronous
@@ -130,10 +132,10 @@ def build_async(
     connect = max(1, math.ceil(io_timeout))
     if backend in ("postgresql", "mysql") and migrating:
         arguments = _unless_in(parsed, {}, connect_timeout=max(connect, 5))
-        return create_async_engine(parsed, connect_args=arguments)
+        return create_async_engine(parsed, connect_args=arguments, json_deserializer=load_json)
     if backend == "postgresql":
         arguments = _postgresql_arguments(parsed, lock_timeout, connect)
-        return create_async_engine(parsed, connect_args=arguments)
+        return create_async_engine(parsed, connect_args=arguments, json_deserializer=load_json)
     if backend == "mysql":
         arguments = _unless_in(
             parsed,
@@ -143,12 +145,15 @@ def build_async(
             charset="utf8mb4",
         )
         engine = create_async_engine(
-            parsed, isolation_level="READ COMMITTED", connect_args=arguments
+            parsed,
+            isolation_level="READ COMMITTED",
+            connect_args=arguments,
+            json_deserializer=load_json,
         )
         _prepare_mysql_sessions(engine.sync_engine, lock_timeout, io_timeout)
         return engine
     if backend != "sqlite":
-        return create_async_engine(parsed, pool_pre_ping=True)
+        return create_async_engine(parsed, pool_pre_ping=True, json_deserializer=load_json)
     synchronous = _sqlite_synchronous(parsed)
     parsed = parsed.difference_update_query([SYNCHRONOUS])
     if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed):
@@ -157,7 +162,7 @@ def build_async(
             "in-memory database: its one connection would be shared by every task",
             argument="url",
         )
-    engine = create_async_engine(parsed)
+    engine = create_async_engine(parsed, json_deserializer=load_json)
     busy = MIGRATION_WAIT_S if migrating else lock_timeout
     _take_over_sqlite_transactions(
         engine.sync_engine, wal=True, busy_ms=milliseconds(busy), synchronous=synchronous

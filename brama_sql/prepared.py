@@ -82,7 +82,13 @@ class _Compiled:
         "types",
     )
 
-    def __init__(self, statement: Executable, dialect: Dialect, keys: Iterable[str]) -> None:
+    def __init__(
+        self,
+        statement: Executable,
+        dialect: Dialect,
+        keys: Iterable[str],
+        row: type[tuple[Any, ...]] | None = None,
+    ) -> None:
         assert isinstance(statement, ClauseElement)
         compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
         assert isinstance(compiled, SQLCompiler)
@@ -102,7 +108,12 @@ class _Compiled:
         (some depend on the type the driver reports)."""
         names = [column[0] for column in result_columns]
         self.row: Callable[..., Any] | None = None
-        if names:
+        if row is not None:
+            fields = getattr(row, "_fields", None)
+            if fields != tuple(names):
+                raise TypeError(f"{row.__name__} has the fields {fields}, the statement {names}")
+            self.row = row._make  # type: ignore[attr-defined]
+        elif names:
             self.row = namedtuple("Row", names, rename=True)._make  # type: ignore[attr-defined]
         self.returns = bool(compiled.effective_returning)
         """An ``INSERT ... RETURNING`` of the new row's key (else the cursor's ``lastrowid``)."""
@@ -149,7 +160,9 @@ class _Compiled:
         for values in fetched:
             listed = list(values)
             for index, processor in columns:
-                listed[index] = processor(listed[index])
+                value = listed[index]
+                if value is not None:  # SQL NULL is None to every processor of these types
+                    listed[index] = processor(value)
             made.append(self.row(listed))
         return made
 
@@ -200,9 +213,12 @@ class Prepared:
     parameter names, for an ``INSERT`` or ``UPDATE`` whose columns they name) and run on the
     DBAPI cursor by :func:`execute`."""
 
-    def __init__(self, statement: Any) -> None:
+    def __init__(self, statement: Any, row: type[tuple[Any, ...]] | None = None) -> None:
         self.statement: Executable = statement
         """The SQLAlchemy statement, as SQLAlchemy would run it."""
+        self.row = row
+        """The named tuple the rows are made as (its fields the statement's columns, in order),
+        or ``None`` for one made from the columns' names."""
         self._compiled: weakref.WeakKeyDictionary[Dialect, dict[frozenset[str], _Compiled]] = (
             weakref.WeakKeyDictionary()
         )
@@ -214,7 +230,7 @@ class Prepared:
             return self._compiled[dialect][keys]
         except KeyError:
             pass
-        made = _Compiled(self.statement, dialect, keys)
+        made = _Compiled(self.statement, dialect, keys, self.row)
         with self._lock:
             self._compiled.setdefault(dialect, {})[keys] = made
         return made

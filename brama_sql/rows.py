@@ -16,8 +16,8 @@ from brama_sql.circuit import Circuit, Kind, Settings, State
 from brama_sql.columns import Reader
 from brama_sql.log_ranges import tail_of
 from brama_sql.prepared import Prepared
-from brama_sql.records import ConnectionStatus, Event, connection_status
-from brama_sql.schema import api_scope, connections, events, stored_scope
+from brama_sql.records import ConnectionStatus, Event, made_status
+from brama_sql.schema import UNSCOPED, api_scope, connections, events, stored_scope
 from brama_sql.tallies import tail_counted
 from brama_sql.window import Totals, Window
 
@@ -144,16 +144,17 @@ ROW_COLUMNS = [column for column in connections.c if column.name not in PRUNING_
 (its checkpoint, a JSON document, would cost its parsing on every call)."""
 
 
-def with_tail(condition: ColumnElement[bool]) -> Select[Any]:
+def with_tail(condition: ColumnElement[bool] | None = None) -> Select[Any]:
     """The ``brama_connections`` rows matching ``condition``, each with its tail: how many
     events it has after ``tallied_through`` (healthy successes not folded in yet, a bounded
     number) and the latest one's time. One statement, so row and tail are one snapshot."""
     tail = tail_of(connections.c.id, connections.c.tallied_through)
-    return select(
+    query = select(
         *status_columns(),
         select(func.count()).where(tail).scalar_subquery().label("tail_successes"),
         select(latest_occurred_at()).where(tail).scalar_subquery().label("tail_latest"),
-    ).where(condition)
+    )
+    return query if condition is None else query.where(condition)
 
 
 def latest_occurred_at() -> ColumnElement[Any]:
@@ -239,7 +240,8 @@ class _Shown(NamedTuple):
 def status_of(row: Any, now: datetime, tail: Tail | None = None) -> ConnectionStatus:
     """The status of a row of :func:`with_tail` (or of a plain row and its ``tail``) at
     ``now``. ``row`` is a SQLAlchemy ``Row`` or any object with the columns as attributes."""
-    columns = _status_columns(row, tail)
+    # A row of a prepared statement (STATUS, STATUSES) is made as _StatusColumns: no copy.
+    columns = row if tail is None and type(row) is _StatusColumns else _status_columns(row, tail)
     state = state_of(columns.state)
     if state is State.OPEN or state is State.HALF_OPEN:
         shown = _in_open_period(columns, now)
@@ -298,38 +300,43 @@ def _status(columns: _StatusColumns, now: datetime, shown: _Shown) -> Connection
     reports = successes + failures
     state_changed_at = shown.state_changed_at
     totals = shown.totals
-    return connection_status(
-        identifier=columns.identifier,
-        scope=api_scope(columns.scope),
-        state=shown.state,
-        failure_count=columns.failure_count,
-        last_failure_time=columns.last_failure_at,
-        last_success_time=last_success_at,
-        opened_at=columns.opened_at,
-        metadata=dict(columns.metadata),
-        failure_threshold=columns.failure_threshold,
-        expiry=columns.expiry,
-        registered_at=columns.registered_at,
-        state_changed_at=state_changed_at,
-        total_successes=successes,
-        total_failures=failures,
-        success_rate=successes / reports if reports else None,
-        time_since_state_change=max(0.0, (now - state_changed_at).total_seconds()),
-        half_open_max_calls=columns.half_open_max_calls,
-        probe_timeout=_permit_lifetime(columns),
-        expiry_strategy=columns.expiry_strategy,
-        backoff_factor=columns.backoff_factor,
-        max_expiry=columns.max_expiry,
-        current_expiry=shown.current_expiry,
-        next_probe_at=shown.next_probe_at,
-        failure_rate_threshold=columns.failure_rate_threshold,
-        window=columns.rate_window,
-        minimum_calls=columns.minimum_calls,
-        slow_call_duration=columns.slow_call_duration,
-        slow_call_rate_threshold=columns.slow_call_rate_threshold,
-        window_calls=0 if totals is None else totals.calls,
-        window_failures=0 if totals is None else totals.failures,
-        window_slow_calls=0 if totals is None else totals.slow,
+    scope = columns.scope
+    # Every field of ConnectionStatus (tests check the keys); made_status skips the check
+    # connection_status makes, a dict literal costs less than as many keyword arguments.
+    return made_status(
+        {
+            "identifier": columns.identifier,
+            "scope": None if scope == UNSCOPED else scope,
+            "state": shown.state,
+            "failure_count": columns.failure_count,
+            "last_failure_time": columns.last_failure_at,
+            "last_success_time": last_success_at,
+            "opened_at": columns.opened_at,
+            "metadata": dict(columns.metadata),
+            "failure_threshold": columns.failure_threshold,
+            "expiry": columns.expiry,
+            "registered_at": columns.registered_at,
+            "state_changed_at": state_changed_at,
+            "total_successes": successes,
+            "total_failures": failures,
+            "success_rate": successes / reports if reports else None,
+            "time_since_state_change": max(0.0, (now - state_changed_at).total_seconds()),
+            "half_open_max_calls": columns.half_open_max_calls,
+            "probe_timeout": _permit_lifetime(columns),
+            "expiry_strategy": columns.expiry_strategy,
+            "backoff_factor": columns.backoff_factor,
+            "max_expiry": columns.max_expiry,
+            "current_expiry": shown.current_expiry,
+            "next_probe_at": shown.next_probe_at,
+            "failure_rate_threshold": columns.failure_rate_threshold,
+            "window": columns.rate_window,
+            "minimum_calls": columns.minimum_calls,
+            "slow_call_duration": columns.slow_call_duration,
+            "slow_call_rate_threshold": columns.slow_call_rate_threshold,
+            "window_calls": 0 if totals is None else totals.calls,
+            "window_failures": 0 if totals is None else totals.failures,
+            "window_slow_calls": 0 if totals is None else totals.slow,
+        }
     )
 
 
@@ -403,5 +410,14 @@ FIND_FOR_SHARE = Prepared(
 )
 """A connection's row under its shared lock: what a healthy success decides on (its identity,
 circuit and settings, and where its tallies end), no more (each column costs its parsing)."""
-STATUS = Prepared(with_tail(BY_IDENTITY))
+STATUS = Prepared(with_tail(BY_IDENTITY), row=_StatusColumns)
 """A connection's row with its tail (:func:`with_tail`), by :data:`BY_IDENTITY`."""
+LISTED = (connections.c.scope, connections.c.identifier)
+"""The order of ``connections()``: by scope, then identifier."""
+STATUSES = Prepared(with_tail().order_by(*LISTED), row=_StatusColumns)
+"""Every connection's row with its tail, in :data:`LISTED` order."""
+STATUSES_IN_SCOPE = Prepared(
+    with_tail(connections.c.scope == bindparam("scope")).order_by(*LISTED), row=_StatusColumns
+)
+"""The rows of the connections of one stored ``scope`` with their tails, in :data:`LISTED`
+order."""

@@ -36,6 +36,12 @@ database's default (``latin1`` on MariaDB before 11.6): any reason, actor or met
 JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
 """A JSON value: ``jsonb`` on PostgreSQL (indexable, ``@>`` queries, Django's ``JSONField``),
 ``JSON`` on MySQL/MariaDB (text checked by ``json_valid`` on MariaDB), text on SQLite."""
+OPTIONAL_JSON_DOCUMENT = JSON(none_as_null=True).with_variant(
+    JSONB(none_as_null=True), "postgresql"
+)
+"""A :data:`JSON_DOCUMENT` that may be absent: Python's ``None`` is stored as SQL ``NULL``
+(not the JSON document ``null``, which every read would hand to the JSON parser). Older rows
+may hold ``null`` documents, which read back as ``None`` too."""
 
 metadata = MetaData(
     naming_convention={
@@ -69,7 +75,7 @@ connections = Table(
     Column("last_event_at", UTCDateTime(), nullable=True),
     Column("tallied_through", BigInteger, nullable=False, server_default="0"),
     Column("pruned_through", BigInteger, nullable=False, server_default="0"),
-    Column("checkpoint", JSON_DOCUMENT, nullable=True),
+    Column("checkpoint", OPTIONAL_JSON_DOCUMENT, nullable=True),
     Column("expiry_strategy", String(16), nullable=False, server_default="fixed"),
     Column("backoff_factor", Double(), nullable=False, server_default="2"),
     Column("max_expiry", Double(), nullable=True),
@@ -79,8 +85,8 @@ connections = Table(
     Column("minimum_calls", Integer, nullable=True),
     Column("slow_call_duration", Double(), nullable=True),
     Column("slow_call_rate_threshold", Double(), nullable=True),
-    Column("window_counts", JSON_DOCUMENT, nullable=True),
-    Column("transitions", JSON_DOCUMENT, nullable=True),
+    Column("window_counts", OPTIONAL_JSON_DOCUMENT, nullable=True),
+    Column("transitions", OPTIONAL_JSON_DOCUMENT, nullable=True),
     UniqueConstraint("identifier", "scope"),
     sqlite_autoincrement=True,
     mysql_charset=MYSQL_CHARSET,
@@ -120,7 +126,7 @@ events = Table(
     Column("cause", String(16), nullable=True),
     Column("probe", Boolean, nullable=False),
     Column("actor", String(255), nullable=True),
-    Column("details", JSON_DOCUMENT, nullable=True),
+    Column("details", OPTIONAL_JSON_DOCUMENT, nullable=True),
     Column("call_id", BigInteger, nullable=True),
     Column("duration", Double(), nullable=True),
     Index(None, "connection_id", "id"),

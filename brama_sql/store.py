@@ -52,7 +52,10 @@ from brama_sql.rows import (
     FIND_CIRCUIT,
     FIND_FOR_SHARE,
     FIND_FOR_UPDATE,
+    LISTED,
     STATUS,
+    STATUSES,
+    STATUSES_IN_SCOPE,
     Identity,
     Tail,
     circuit_of,
@@ -741,33 +744,32 @@ class Store:
             retry_after = None  # until someone closes or resets it
         return Refusal(status_of(row, now), retry_after)
 
-    def statuses(self, condition: ColumnElement[bool]) -> list[ConnectionStatus]:
-        """The status of every connection matching ``condition``, by scope then identifier."""
+    def statuses(self, scope: str | None) -> list[ConnectionStatus]:
+        """The status of every connection (of the stored ``scope`` only, unless ``None``), by
+        scope then identifier."""
+        parameters = {} if scope is None else {"scope": scope}
+        if self.engine.dialect.name == "mysql":
+            return self._statuses_row_by_row(parameters)
 
-        order = (connections.c.scope, connections.c.identifier)
+        def body(conn: Executor) -> tuple[list[Any], datetime]:
+            statement = STATUSES if scope is None else STATUSES_IN_SCOPE
+            return execute(conn, statement, parameters).all(), self.now(conn)
 
-        def body(conn: Connection) -> tuple[Sequence[Row[Any]], dict[int, Tail] | None, datetime]:
-            if conn.dialect.name != "mysql":
-                return (
-                    conn.execute(with_tail(condition).order_by(*order)).all(),
-                    None,
-                    self.now(conn),
-                )
-            # MariaDB/MySQL run a tail subquery per row by scanning the connection's whole
-            # index range (a correlated bound is no range to them): read the rows, then, from
-            # the same snapshot, the tails of those whose newest event is past tallied_through
-            # (each a range on (connection_id, id); the newest event is one index dive).
+        # The records are made after the read: a long transaction would sit idle meanwhile.
+        rows, now = self._reading("connections", body)
+        return [status_of(row, now) for row in rows]
+
+    def _statuses_row_by_row(self, parameters: dict[str, str]) -> list[ConnectionStatus]:
+        """:meth:`statuses` on MariaDB/MySQL, which run a tail subquery per row by scanning the
+        connection's whole index range (a correlated bound is no range to them): read the
+        rows, then, from the same snapshot, the tails of those whose newest event is past
+        ``tallied_through`` (each a range on ``(connection_id, id)``; the newest event is one
+        index dive)."""
+
+        def body(conn: Connection) -> tuple[list[Any], dict[int, Tail], datetime]:
             conn.execution_options(isolation_level="REPEATABLE READ")
-            rows: Sequence[Any] = conn.execute(
-                select(
-                    connections.c.id,
-                    connections.c.tallied_through,
-                    *status_columns(),
-                    NEWEST_EVENT_OF_ROW,
-                )
-                .where(condition)
-                .order_by(*order)
-            ).all()
+            statement = ROWS_WITH_NEWEST if not parameters else ROWS_WITH_NEWEST_IN_SCOPE
+            rows = execute(conn, statement, parameters).all()
             tails: dict[int, Tail] = {}
             for row in rows:
                 if (row.newest_event or 0) > row.tallied_through:
@@ -777,10 +779,7 @@ class Store:
                     tails[row.id] = (int(count), latest)
             return rows, tails, self.now(conn)
 
-        # The records are made after the transaction: a long one would sit idle meanwhile.
         rows, tails, now = self.run("connections", body, write=False)
-        if tails is None:
-            return [status_of(row, now) for row in rows]
         return [status_of(row, now, tails.get(row.id, (0, None))) for row in rows]
 
     def events(self, condition: ColumnElement[bool], limit: int | None) -> list[Event]:
@@ -1133,6 +1132,15 @@ NEWEST_EVENT_OF_ROW = (
     .label("newest_event")
 )
 """The id of each row's newest event (one dive into ``(connection_id, id)`` per row)."""
+_ROWS_WITH_NEWEST = select(
+    connections.c.id, connections.c.tallied_through, *status_columns(), NEWEST_EVENT_OF_ROW
+).order_by(*LISTED)
+ROWS_WITH_NEWEST = Prepared(_ROWS_WITH_NEWEST)
+"""Every connection's row with its newest event's id, in ``connections()`` order."""
+ROWS_WITH_NEWEST_IN_SCOPE = Prepared(
+    _ROWS_WITH_NEWEST.where(connections.c.scope == bindparam("scope"))
+)
+"""The rows of one stored ``scope`` with their newest event's id, in ``connections()`` order."""
 
 
 def _folded(conn: Connection, row: Row[Any], tail: Tail | None = None) -> Tally:

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -230,13 +230,13 @@ class Transactions:
             autocommit = self.owns_engine and dialect.name == "postgresql"
             try:
                 if autocommit:
-                    dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+                    _autocommit(dialect, dbapi_connection, True)
                 try:
                     return body(raw)
                 finally:
                     if autocommit and not raw.invalidated:
                         try:
-                            dialect.reset_isolation_level(dbapi_connection)
+                            _autocommit(dialect, dbapi_connection, False)
                         except Exception as error:  # never back into the pool half reset
                             raw.invalidate(error)
             finally:
@@ -402,6 +402,19 @@ class _CommitUnknown(Exception):
         super().__init__(str(cause))
         self.result = result
         self.cause = cause.orig or cause
+
+
+def _autocommit(dialect: Dialect, dbapi_connection: Any, on: bool) -> None:
+    """Turn autocommit on or back off on a PostgreSQL driver connection (a read's): psycopg 3's
+    one attribute, which leaves the isolation level of its transactions as it was; another
+    driver's through its dialect (which sets the isolation level too, then restores the
+    engine's)."""
+    if dialect.driver == "psycopg":
+        dbapi_connection.autocommit = on
+    elif on:
+        dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+    else:
+        dialect.reset_isolation_level(dbapi_connection)
 
 
 def _isolate(conn: Connection, level: str) -> None:

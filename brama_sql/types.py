@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -44,6 +46,25 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
 
+    def result_processor(
+        self, dialect: Dialect, coltype: Any
+    ) -> Callable[[Any], datetime | None] | None:
+        """:meth:`process_result_value` after the dialect's own conversion, as one function (a
+        read converts up to six times a row; the composed default calls two more per value)."""
+        convert = self.impl_instance.result_processor(dialect, coltype)
+        utc = timezone.utc
+
+        def process(value: Any) -> datetime | None:
+            if convert is not None:
+                value = convert(value)
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                return value.replace(tzinfo=utc)  # type: ignore[no-any-return]
+            return value.astimezone(utc)  # type: ignore[no-any-return]
+
+        return process
+
 
 class ExactString(TypeDecorator[str]):
     """A string compared exactly: by code point, case- and accent-sensitive, trailing spaces count.
@@ -70,3 +91,12 @@ class ExactString(TypeDecorator[str]):
                 mysql.VARCHAR(length, charset="utf8mb4", collation=collation)
             )
         return dialect.type_descriptor(String(length))
+
+
+def load_json(document: str | bytes) -> Any:
+    """``json.loads`` as the engines brama_sql builds parse JSON columns (their
+    ``json_deserializer``): the empty object, every connection's metadata unless given, is made
+    without the parser (a listing parses one document per connection)."""
+    if document == (b"{}" if isinstance(document, bytes) else "{}"):  # psycopg gives bytes
+        return {}
+    return json.loads(document)

@@ -14,9 +14,26 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from brama_sql import Brama, NotRegisteredError
 from brama_sql.prepared import Prepared, execute
-from brama_sql.rows import ADMISSION, FIND, FIND_CIRCUIT, FIND_FOR_SHARE, FIND_FOR_UPDATE, STATUS
+from brama_sql.rows import (
+    ADMISSION,
+    FIND,
+    FIND_CIRCUIT,
+    FIND_FOR_SHARE,
+    FIND_FOR_UPDATE,
+    STATUS,
+    STATUSES,
+    STATUSES_IN_SCOPE,
+)
 from brama_sql.schema import connections, events
-from brama_sql.store import INSERT_EVENT, LIVE_PERMITS, SAVE_ROW, TAIL, TAIL_REPORTS
+from brama_sql.store import (
+    INSERT_EVENT,
+    LIVE_PERMITS,
+    ROWS_WITH_NEWEST,
+    ROWS_WITH_NEWEST_IN_SCOPE,
+    SAVE_ROW,
+    TAIL,
+    TAIL_REPORTS,
+)
 
 AT = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -58,6 +75,10 @@ def _both(brama: Brama, statement: Prepared, parameters: dict[str, Any]) -> tupl
         (TAIL, {"row_id": None, "through": 0}),
         (TAIL_REPORTS, {"row_id": None, "through": 0}),
         (LIVE_PERMITS, {"row_id": None, "episode": 0, "holder": "me", "now": AT}),
+        (STATUSES, {}),
+        (STATUSES_IN_SCOPE, {"scope": "s"}),
+        (ROWS_WITH_NEWEST, {}),
+        (ROWS_WITH_NEWEST_IN_SCOPE, {"scope": ""}),
     ],
     ids=[
         "find",
@@ -70,6 +91,10 @@ def _both(brama: Brama, statement: Prepared, parameters: dict[str, Any]) -> tupl
         "tail",
         "tail_reports",
         "permits",
+        "statuses",
+        "statuses_in_scope",
+        "rows_with_newest",
+        "rows_with_newest_in_scope",
     ],
 )
 def test_reads_return_what_sqlalchemy_returns(
