@@ -566,17 +566,7 @@ class Store:
         """
 
         def candidates(conn: Connection) -> list[Identity]:
-            cutoff = self.now(conn) - inactive_after
-            recent_tail = exists().where(
-                events.c.connection_id == connections.c.id,
-                events.c.id > connections.c.tallied_through,
-                events.c.occurred_at >= cutoff,
-            )
-            rows = conn.execute(
-                select(connections.c.identifier, connections.c.scope)
-                .where(_last_activity() < cutoff, ~recent_tail)
-                .order_by(connections.c.id)
-            )
+            rows = conn.execute(idle_since(self.now(conn) - inactive_after))
             return [Identity(row.identifier, api_scope(row.scope)) for row in rows]
 
         def remove_if_idle(conn: Connection, journal: Journal, identity: Identity) -> bool:
@@ -1312,6 +1302,21 @@ def _value(member: State | machine.Cause | None) -> str | None:
 def _last_activity() -> Any:
     """The time of a connection's newest event that its tallies count (or its registration)."""
     return func.coalesce(connections.c.last_event_at, connections.c.registered_at)
+
+
+def idle_since(cutoff: datetime) -> Select[Any]:
+    """The identities of the connections with no activity since ``cutoff`` that their
+    tallies count (:func:`_last_activity`), nor in their tail: :meth:`Store.cleanup`'s
+    candidates, in registration order."""
+    recent_tail = exists().where(
+        tail_of(connections.c.id, connections.c.tallied_through),
+        events.c.occurred_at >= cutoff,
+    )
+    return (
+        select(connections.c.identifier, connections.c.scope)
+        .where(_last_activity() < cutoff, ~recent_tail)
+        .order_by(connections.c.id)
+    )
 
 
 SQLITE_BUSY_CODES = {5, 6}

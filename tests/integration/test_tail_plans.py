@@ -2,12 +2,13 @@
 each must stay a range of the connection's own events from ``tallied_through``, whatever other
 connections logged since and however long its own log, in custom and generic plans alike
 (psycopg prepares a statement on its sixth execution, and PostgreSQL may then keep a generic
-plan). See :class:`brama_sql.rows.TailRange`."""
+plan). See :mod:`brama_sql.log_ranges`."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy import text
 from brama_sql import Brama
 from brama_sql.prepared import Prepared, execute
 from brama_sql.rows import FIND, STATUS, Identity
-from brama_sql.store import SAVE_ROW_FOLDING, TAIL, TAIL_FOLDED, TAIL_REPORTS
+from brama_sql.store import SAVE_ROW_FOLDING, TAIL, TAIL_FOLDED, TAIL_REPORTS, idle_since
 from brama_sql.tallies import Tally
 
 pytestmark = pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
@@ -160,3 +161,16 @@ def test_every_tail_read_ranges_over_the_connections_own_tail(brama: Brama, plan
                 count, _latest = execute(conn, TAIL, tail).one()
             assert count == BUSY_TAIL
     assert max(read.values()) < BUFFERS, f"shared buffers read: {read}"
+
+
+def test_cleanup_reads_the_tails_of_its_candidates_not_the_log_since(brama: Brama) -> None:
+    _seed(brama)
+    quiet = _row(brama, "quiet")
+    cutoff = quiet.last_event_at + timedelta(microseconds=1)  # busy's whole log is later
+    with brama.engine.connect() as conn:
+        query = idle_since(cutoff).compile(conn, compile_kwargs={"literal_binds": True})
+        explained = conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}"))
+        node = explained.scalar_one()[0]["Plan"]
+        candidates = [identifier for identifier, _scope in conn.execute(idle_since(cutoff))]
+    assert candidates == ["quiet"]
+    assert _buffers(node) < BUFFERS, node
