@@ -56,8 +56,9 @@ def build(
 
     - PostgreSQL: ``lock_timeout``; ``idle_in_transaction_session_timeout`` (see
       :func:`orphan_lock_limit`) and server-side TCP keepalives, so that the server ends the
-      transaction of a client that vanished while holding a row lock; a connect timeout;
-      client TCP keepalives and a user timeout.
+      transaction of a client that vanished while holding a row lock; ``jit=off`` (unless the
+      URL's options say otherwise); a connect timeout; client TCP keepalives and a user
+      timeout.
     - MySQL/MariaDB: ``innodb_lock_wait_timeout`` (whole seconds), READ COMMITTED (a locking
       read and the plain reads after it then see the same, latest rows, and no gap locks),
       on MariaDB ``idle_transaction_timeout`` (the orphan lock limit), connect, read and write
@@ -205,7 +206,10 @@ def _postgresql_arguments(url: URL, lock_timeout: float, connect_timeout: int) -
         "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
     )
     given = url.query.get("options")
-    arguments: dict[str, Any] = {"options": settings if not given else f"{given} {settings}"}
+    # JIT compilation is off unless the URL's options turn it on: it starts above an estimated
+    # cost that connections() over a thousand rows reaches, where it took longer than the read.
+    settings = f"-c jit=off {settings}" if not given else f"-c jit=off {given} {settings}"
+    arguments: dict[str, Any] = {"options": settings}
     return _unless_in(
         url,
         arguments,

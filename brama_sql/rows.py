@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
 from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Settings, State
 from brama_sql.columns import Reader
+from brama_sql.log_ranges import tail_of
 from brama_sql.prepared import Prepared
 from brama_sql.records import ConnectionStatus, Event, made_status
 from brama_sql.schema import UNSCOPED, api_scope, connections, events, stored_scope
@@ -147,9 +148,7 @@ def with_tail(condition: ColumnElement[bool] | None = None) -> Select[Any]:
     """The ``brama_connections`` rows matching ``condition``, each with its tail: how many
     events it has after ``tallied_through`` (healthy successes not folded in yet, a bounded
     number) and the latest one's time. One statement, so row and tail are one snapshot."""
-    tail = (events.c.connection_id == connections.c.id) & (
-        events.c.id > connections.c.tallied_through
-    )
+    tail = tail_of(connections.c.id, connections.c.tallied_through)
     query = select(
         *status_columns(),
         select(func.count()).where(tail).scalar_subquery().label("tail_successes"),

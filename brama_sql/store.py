@@ -42,6 +42,7 @@ from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, Stat
 from brama_sql.clock import Clock, database_now, read
 from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
 from brama_sql.listeners import Listeners, Written
+from brama_sql.log_ranges import newest_event_of, tail_of
 from brama_sql.options import Changes, Registration, changes
 from brama_sql.prepared import Executor, Prepared, execute
 from brama_sql.records import ConnectionStatus, Event
@@ -565,17 +566,7 @@ class Store:
         """
 
         def candidates(conn: Connection) -> list[Identity]:
-            cutoff = self.now(conn) - inactive_after
-            recent_tail = exists().where(
-                events.c.connection_id == connections.c.id,
-                events.c.id > connections.c.tallied_through,
-                events.c.occurred_at >= cutoff,
-            )
-            rows = conn.execute(
-                select(connections.c.identifier, connections.c.scope)
-                .where(_last_activity() < cutoff, ~recent_tail)
-                .order_by(connections.c.id)
-            )
+            rows = conn.execute(idle_since(self.now(conn) - inactive_after))
             return [Identity(row.identifier, api_scope(row.scope)) for row in rows]
 
         def remove_if_idle(conn: Connection, journal: Journal, identity: Identity) -> bool:
@@ -1057,11 +1048,7 @@ def _save(
     execute(conn, SAVE_ROW_FOLDING, values)
 
 
-NEWEST_EVENT = (
-    select(func.coalesce(func.max(events.c.id), 0))
-    .where(events.c.connection_id == bindparam("row_id"))
-    .scalar_subquery()
-)
+NEWEST_EVENT = newest_event_of(bindparam("row_id"))
 """The id of the connection ``row_id``'s newest event (``0`` without events)."""
 
 
@@ -1074,7 +1061,7 @@ def _in_log_order(query: Select[Any]) -> Select[Any]:
 
 TAIL = Prepared(
     _in_log_order(select(func.count(), latest_occurred_at())).where(
-        events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through")
+        tail_of(bindparam("row_id"), bindparam("through"))
     )
 )
 """How many events the connection ``row_id`` has after ``through``, and the latest's time."""
@@ -1085,10 +1072,8 @@ SAVE_ROW = Prepared(
 )
 """Write a locked row: its tallies count every event up to its newest; the circuit and the
 tallies come as execution parameters named like the columns (built once, compiled once)."""
-TAIL_RANGE = (
-    (events.c.connection_id == bindparam("row_id"))
-    & (events.c.id > bindparam("through"))
-    & or_(events.c.call_id.is_(None), events.c.call_id != bindparam("call_id"))
+TAIL_RANGE = tail_of(bindparam("row_id"), bindparam("through")) & or_(
+    events.c.call_id.is_(None), events.c.call_id != bindparam("call_id")
 )
 """The row's tail when its exclusive write has appended events of its own (call ``call_id``):
 the events after ``through`` (its ``tallied_through`` when locked) that are not this call's."""
@@ -1173,7 +1158,7 @@ def fold(conn: Connection, row: Row[Any]) -> None:
 
 TAIL_REPORTS = Prepared(
     _in_log_order(select(events.c.occurred_at, events.c.duration))
-    .where(events.c.connection_id == bindparam("row_id"), events.c.id > bindparam("through"))
+    .where(tail_of(bindparam("row_id"), bindparam("through")))
     .order_by(events.c.id)
 )
 """The reports of the connection ``row_id`` after ``through``, oldest first."""
@@ -1317,6 +1302,21 @@ def _value(member: State | machine.Cause | None) -> str | None:
 def _last_activity() -> Any:
     """The time of a connection's newest event that its tallies count (or its registration)."""
     return func.coalesce(connections.c.last_event_at, connections.c.registered_at)
+
+
+def idle_since(cutoff: datetime) -> Select[Any]:
+    """The identities of the connections with no activity since ``cutoff`` that their
+    tallies count (:func:`_last_activity`), nor in their tail: :meth:`Store.cleanup`'s
+    candidates, in registration order."""
+    recent_tail = exists().where(
+        tail_of(connections.c.id, connections.c.tallied_through),
+        events.c.occurred_at >= cutoff,
+    )
+    return (
+        select(connections.c.identifier, connections.c.scope)
+        .where(_last_activity() < cutoff, ~recent_tail)
+        .order_by(connections.c.id)
+    )
 
 
 SQLITE_BUSY_CODES = {5, 6}
