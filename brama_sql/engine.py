@@ -56,9 +56,9 @@ def build(
 
     - PostgreSQL: ``lock_timeout``; ``idle_in_transaction_session_timeout`` (see
       :func:`orphan_lock_limit`) and server-side TCP keepalives, so that the server ends the
-      transaction of a client that vanished while holding a row lock; ``jit=off`` (unless the
-      URL's options say otherwise); a connect timeout; client TCP keepalives and a user
-      timeout.
+      transaction of a client that vanished while holding a row lock; ``jit=off`` and the
+      time zone UTC (unless the URL's options say otherwise); a connect timeout; client TCP
+      keepalives and a user timeout.
     - MySQL/MariaDB: ``innodb_lock_wait_timeout`` (whole seconds), READ COMMITTED (a locking
       read and the plain reads after it then see the same, latest rows, and no gap locks),
       on MariaDB ``idle_transaction_timeout`` (the orphan lock limit), connect, read and write
@@ -208,7 +208,11 @@ def _postgresql_arguments(url: URL, lock_timeout: float, connect_timeout: int) -
     given = url.query.get("options")
     # JIT compilation is off unless the URL's options turn it on: it starts above an estimated
     # cost that connections() over a thousand rows reaches, where it took longer than the read.
-    settings = f"-c jit=off {settings}" if not given else f"-c jit=off {given} {settings}"
+    # The session's time zone is UTC unless they name one: psycopg then reads every time as
+    # UTC already, where another zone costs a conversion per value (brama_sql's SQL depends
+    # on no session time zone).
+    defaults = "-c jit=off -c TimeZone=UTC"
+    settings = f"{defaults} {settings}" if not given else f"{defaults} {given} {settings}"
     arguments: dict[str, Any] = {"options": settings}
     return _unless_in(
         url,

@@ -24,6 +24,8 @@ import threading
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import exc
@@ -74,7 +76,7 @@ class _Compiled:
         "dialect",
         "inserts",
         "order",
-        "plan",
+        "parameters",
         "returns",
         "row",
         "selects",
@@ -99,7 +101,8 @@ class _Compiled:
         for name, bind in compiled._bind_processors.items():
             assert callable(bind)  # a sequence only for tuple-typed parameters
             self.binds.append((name, bind))
-        self.plan = _plan(compiled)
+        plan = _plan(compiled)
+        self.parameters = None if plan is None else _Parameters(plan, frozenset(keys), self.order)
         result_columns = compiled._result_columns
         self.dialect = dialect
         self.types = [column[3] for column in result_columns]
@@ -108,13 +111,17 @@ class _Compiled:
         (some depend on the type the driver reports)."""
         names = [column[0] for column in result_columns]
         self.row: Callable[..., Any] | None = None
+        made: type[tuple[Any, ...]] | None = row
         if row is not None:
             fields = getattr(row, "_fields", None)
             if fields != tuple(names):
                 raise TypeError(f"{row.__name__} has the fields {fields}, the statement {names}")
-            self.row = row._make  # type: ignore[attr-defined]
         elif names:
-            self.row = namedtuple("Row", names, rename=True)._make  # type: ignore[attr-defined]
+            made = namedtuple("Row", names, rename=True)  # type: ignore[misc,no-redef]
+        if made is not None:
+            # The named tuple's _make without its check of the length, which the statement's
+            # columns fix.
+            self.row = partial(tuple.__new__, made)
         self.returns = bool(compiled.effective_returning)
         """An ``INSERT ... RETURNING`` of the new row's key (else the cursor's ``lastrowid``)."""
         self.selects = bool(names)
@@ -122,26 +129,12 @@ class _Compiled:
 
     def arguments(self, given: Mapping[str, Any]) -> Any:
         """The driver's parameters for ``given`` (bound literals added, types processed)."""
-        if self.plan is None:
-            values = self.compiled.construct_params(given)
-            for name, processor in self.binds:
-                if name in values:
-                    values[name] = processor(values[name])
-        else:
-            values = {}
-            for bound in self.plan:
-                if bound.key in given:
-                    value = given[bound.key]
-                elif bound.name in given:
-                    value = given[bound.name]
-                elif bound.required:
-                    raise exc.InvalidRequestError(
-                        f"A value is required for bind parameter {bound.key!r}"
-                    )
-                else:
-                    value = bound.default
-                process = bound.processor
-                values[bound.escaped] = value if process is None else process(value)
+        if self.parameters is not None:
+            return self.parameters(given)
+        values = self.compiled.construct_params(given)
+        for name, processor in self.binds:
+            if name in values:
+                values[name] = processor(values[name])
         if self.order is None:
             return values
         return tuple(values[name] for name in self.order)
@@ -185,6 +178,72 @@ class _Bound(NamedTuple):
     required: bool
     default: Any
     processor: Processor | None
+
+
+class _Parameters:
+    """How a compiled statement's driver parameters are made from the values given, worked out
+    once for the names given (a statement is compiled per set of names): where each one comes
+    from (a value given by its key or its compiled name, else the literal's own value), in the
+    driver's order, and which go through their type's bind processor."""
+
+    __slots__ = ("constants", "missing", "names", "pick", "positional", "processors")
+
+    def __init__(self, plan: list[_Bound], keys: frozenset[str], order: Sequence[str] | None):
+        sources: dict[str, str] = {}
+        self.constants: dict[str, Any] = {}
+        """The literals' values, each under a key no given value has."""
+        processors: dict[str, Processor] = {}
+        self.missing: str | None = None
+        """A required parameter that was not given (raised on use, as SQLAlchemy does)."""
+        for bound in plan:
+            if bound.key in keys:
+                source = bound.key
+            elif bound.name in keys:
+                source = bound.name
+            elif bound.required:
+                self.missing = bound.key
+                continue
+            else:
+                source = "\0" + bound.escaped
+                self.constants[source] = bound.default
+            sources[bound.escaped] = source
+            if bound.processor is not None:
+                processors[bound.escaped] = bound.processor
+        self.names = list(sources)
+        self.pick = _getter([sources[name] for name in self.names])
+        self.processors = [
+            (index, processors[name]) for index, name in enumerate(self.names) if name in processors
+        ]
+        self.positional: Callable[[Sequence[Any]], Sequence[Any]] | None = None
+        """The values in the driver's order (a name may come several times), for a driver
+        with positional parameters."""
+        if order is not None and self.missing is None:
+            self.positional = _getter([self.names.index(name) for name in order])
+
+    def __call__(self, given: Mapping[str, Any]) -> Any:
+        if self.missing is not None:
+            raise exc.InvalidRequestError(
+                f"A value is required for bind parameter {self.missing!r}"
+            )
+        values = self.pick({**self.constants, **given} if self.constants else given)
+        if self.processors:
+            values = list(values)
+            for index, process in self.processors:
+                values[index] = process(values[index])
+        if self.positional is not None:
+            return tuple(self.positional(values))
+        return dict(zip(self.names, values, strict=True))
+
+
+def _getter(keys: Sequence[Any]) -> Callable[[Any], Sequence[Any]]:
+    """:func:`operator.itemgetter` of ``keys``, always giving a sequence (of no value or one
+    too, where ``itemgetter`` would fail or give the bare value)."""
+    if len(keys) > 1:
+        return itemgetter(*keys)
+    if not keys:
+        return lambda _given: ()
+    (key,) = keys
+    return lambda given: (given[key],)
 
 
 def _plan(compiled: SQLCompiler) -> list[_Bound] | None:

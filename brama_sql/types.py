@@ -59,7 +59,10 @@ class UTCDateTime(TypeDecorator[datetime]):
                 value = convert(value)
             if value is None:
                 return None
-            if value.tzinfo is None:
+            zone = value.tzinfo
+            if zone is utc:  # psycopg's when the session's time zone is UTC
+                return value  # type: ignore[no-any-return]
+            if zone is None:
                 return value.replace(tzinfo=utc)  # type: ignore[no-any-return]
             return value.astimezone(utc)  # type: ignore[no-any-return]
 

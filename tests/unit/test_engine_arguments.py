@@ -10,7 +10,8 @@ from brama_sql import engine as engines
 def test_postgresql_gets_the_lock_limits_at_connect_and_io_limits() -> None:
     arguments = engines._postgresql_arguments(make_url("postgresql+psycopg://h/db"), 2.5, 3)
     assert arguments["options"] == (
-        "-c jit=off -c lock_timeout=2500 -c idle_in_transaction_session_timeout=1250 "
+        "-c jit=off -c TimeZone=UTC -c lock_timeout=2500 "
+        "-c idle_in_transaction_session_timeout=1250 "
         "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
     )
     assert arguments["connect_timeout"] == 3
@@ -30,7 +31,9 @@ def test_postgresql_url_parameters_win_and_options_are_kept() -> None:
     arguments = engines._postgresql_arguments(url, 1, 2)
     for name in ("keepalives_idle", "tcp_user_timeout", "connect_timeout"):
         assert name not in arguments, f"the URL's {name} is left to the URL"
-    assert arguments["options"].startswith("-c jit=off -c search_path=app -c lock_timeout=1000 ")
+    assert arguments["options"].startswith(
+        "-c jit=off -c TimeZone=UTC -c search_path=app -c lock_timeout=1000 "
+    )
     # the URL's own jit setting comes after brama_sql's default, so it wins
     url = make_url("postgresql+psycopg://h/db?options=-c%20jit%3Don")
     options = engines._postgresql_arguments(url, 1, 2)["options"]
