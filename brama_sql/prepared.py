@@ -272,9 +272,17 @@ class Prepared:
     parameter names, for an ``INSERT`` or ``UPDATE`` whose columns they name) and run on the
     DBAPI cursor by :func:`execute`."""
 
-    def __init__(self, statement: Any, row: type[tuple[Any, ...]] | None = None) -> None:
+    def __init__(
+        self,
+        statement: Any,
+        row: type[tuple[Any, ...]] | None = None,
+        variants: Mapping[str, Any] | None = None,
+    ) -> None:
         self.statement: Executable = statement
         """The SQLAlchemy statement, as SQLAlchemy would run it."""
+        self.variants: Mapping[str, Executable] = variants or {}
+        """The statement written otherwise for a dialect (by name): the same rows, read in a
+        way only that dialect has (PostgreSQL's ``LATERAL``, for instance)."""
         self.row = row
         """The named tuple the rows are made as (its fields the statement's columns, in order),
         or ``None`` for one made from the columns' names."""
@@ -283,13 +291,17 @@ class Prepared:
         )
         self._lock = threading.Lock()
 
+    def statement_for(self, dialect: Dialect) -> Executable:
+        """The statement as ``dialect`` runs it (its variant, if it has one)."""
+        return self.variants.get(dialect.name, self.statement)
+
     def compiled(self, dialect: Dialect, keys: frozenset[str]) -> _Compiled:
         """The statement compiled for ``dialect`` and parameters named ``keys``."""
         try:
             return self._compiled[dialect][keys]
         except KeyError:
             pass
-        made = _Compiled(self.statement, dialect, keys, self.row)
+        made = _Compiled(self.statement_for(dialect), dialect, keys, self.row)
         with self._lock:
             self._compiled.setdefault(dialect, {})[keys] = made
         return made
@@ -389,7 +401,7 @@ def traced(engine: Engine) -> bool:
 
 
 def _through_sqlalchemy(conn: Connection, statement: Prepared, given: Mapping[str, Any]) -> Results:
-    result = conn.execute(statement.statement, dict(given))
+    result = conn.execute(statement.statement_for(conn.dialect), dict(given))
     if result.is_insert:  # its implicit RETURNING (PostgreSQL) is no row of the caller's
         return Results([], tuple(result.inserted_primary_key or ()))
     rows = list(result.all()) if result.returns_rows else []

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select, true
 
 from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Kind, Settings, State
@@ -144,17 +144,46 @@ ROW_COLUMNS = [column for column in connections.c if column.name not in PRUNING_
 (its checkpoint, a JSON document, would cost its parsing on every call)."""
 
 
-def with_tail(condition: ColumnElement[bool] | None = None) -> Select[Any]:
+def with_tail(
+    condition: ColumnElement[bool] | None = None, *, lateral: bool = False
+) -> Select[Any]:
     """The ``brama_connections`` rows matching ``condition``, each with its tail: how many
     events it has after ``tallied_through`` (healthy successes not folded in yet, a bounded
-    number) and the latest one's time. One statement, so row and tail are one snapshot."""
-    tail = tail_of(connections.c.id, connections.c.tallied_through)
-    query = select(
-        *status_columns(),
-        select(func.count()).where(tail).scalar_subquery().label("tail_successes"),
-        select(latest_occurred_at()).where(tail).scalar_subquery().label("tail_latest"),
-    )
+    number) and the latest one's time. One statement, so row and tail are one snapshot.
+
+    The tail's count and time are two scalar subqueries, each a range of the row's events;
+    ``lateral`` reads them in one (a ``LATERAL`` join, PostgreSQL's and MySQL 8's, not
+    SQLite's nor MariaDB's): one range per row instead of two."""
+    within = tail_of(connections.c.id, connections.c.tallied_through)
+    if lateral:
+        tail = (
+            select(
+                func.count().label("tail_successes"),
+                latest_occurred_at().label("tail_latest"),
+            )
+            .where(within)
+            .lateral("tail")
+        )
+        query = select(*status_columns(), tail.c.tail_successes, tail.c.tail_latest).select_from(
+            connections.join(tail, true())
+        )
+    else:
+        query = select(
+            *status_columns(),
+            select(func.count()).where(within).scalar_subquery().label("tail_successes"),
+            select(latest_occurred_at()).where(within).scalar_subquery().label("tail_latest"),
+        )
     return query if condition is None else query.where(condition)
+
+
+def _with_tail(condition: ColumnElement[bool] | None, *order: Any) -> Prepared:
+    """:func:`with_tail` of ``condition`` in ``order``, prepared, its rows made as
+    :class:`_StatusColumns`; on PostgreSQL with its ``LATERAL`` tail."""
+    return Prepared(
+        with_tail(condition).order_by(*order),
+        row=_StatusColumns,
+        variants={"postgresql": with_tail(condition, lateral=True).order_by(*order)},
+    )
 
 
 def latest_occurred_at() -> ColumnElement[Any]:
@@ -410,14 +439,12 @@ FIND_FOR_SHARE = Prepared(
 )
 """A connection's row under its shared lock: what a healthy success decides on (its identity,
 circuit and settings, and where its tallies end), no more (each column costs its parsing)."""
-STATUS = Prepared(with_tail(BY_IDENTITY), row=_StatusColumns)
+STATUS = _with_tail(BY_IDENTITY)
 """A connection's row with its tail (:func:`with_tail`), by :data:`BY_IDENTITY`."""
 LISTED = (connections.c.scope, connections.c.identifier)
 """The order of ``connections()``: by scope, then identifier."""
-STATUSES = Prepared(with_tail().order_by(*LISTED), row=_StatusColumns)
+STATUSES = _with_tail(None, *LISTED)
 """Every connection's row with its tail, in :data:`LISTED` order."""
-STATUSES_IN_SCOPE = Prepared(
-    with_tail(connections.c.scope == bindparam("scope")).order_by(*LISTED), row=_StatusColumns
-)
+STATUSES_IN_SCOPE = _with_tail(connections.c.scope == bindparam("scope"), *LISTED)
 """The rows of the connections of one stored ``scope`` with their tails, in :data:`LISTED`
 order."""
