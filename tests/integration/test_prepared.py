@@ -57,7 +57,10 @@ def _seeded(brama: Brama) -> int:
 def _both(brama: Brama, statement: Prepared, parameters: dict[str, Any]) -> tuple[Any, Any]:
     """The rows of ``statement`` through SQLAlchemy and through :func:`execute`."""
     with brama.engine.connect() as conn:
-        expected = [tuple(row) for row in conn.execute(statement.statement_for(conn.dialect), parameters).all()]
+        expected = [
+            tuple(row)
+            for row in conn.execute(statement.statement_for(conn.dialect), parameters).all()
+        ]
         got = [tuple(row) for row in execute(conn, statement, parameters).all()]
     return expected, got
 

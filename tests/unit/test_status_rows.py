@@ -24,7 +24,7 @@ from brama_sql import circuit as machine
 from brama_sql.circuit import Circuit, Settings, State
 from brama_sql.columns import Reader
 from brama_sql.records import STATUS_FIELDS, ConnectionStatus, connection_status
-from brama_sql.rows import circuit_of, settings_of, status_of
+from brama_sql.rows import _StatusColumns, circuit_of, settings_of, status_of
 from brama_sql.schema import api_scope, connections
 from brama_sql.tallies import Tally, transition_counts
 from brama_sql.window import BUCKETS, Window, bucket_index
@@ -239,8 +239,10 @@ def test_a_status_is_the_one_of_the_state_machine(
 ) -> None:
     values, now = generated
     expected = reference_status(WithTail(**values), now)
-    for row in (sqlalchemy_row(values), WithTail(**values), SimpleNamespace(**values)):
+    prepared = _StatusColumns(**{name: values[name] for name in _StatusColumns._fields})
+    for row in (sqlalchemy_row(values), WithTail(**values), SimpleNamespace(**values), prepared):
         same(status_of(row, now), expected)
+        assert vars(status_of(row, now)).keys() == STATUS_FIELDS
         assert settings_of(row) == reference_settings(row)
         assert circuit_of(row) == reference_circuit(row)
 
