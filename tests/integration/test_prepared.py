@@ -275,3 +275,31 @@ def test_a_read_that_raises_gives_its_connection_back_clean(brama: Brama) -> Non
     finally:
         fairy.close()
     assert brama.status("svc").total_successes == 0
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_psycopg_cursor_is_kept_with_its_connection_until_it_reads_many_rows(
+    brama: Brama,
+) -> None:
+    from brama_sql.prepared import _KEPT_CURSOR, KEPT_CURSOR_ROWS
+    from brama_sql.rows import STATUSES
+
+    _seeded(brama)
+    with brama.engine.connect() as conn:
+        execute(conn, FIND, {"identifier": "svc", "scope": "s"}).one()
+        kept = conn.connection.info[_KEPT_CURSOR]
+        assert execute(conn, FIND, {"identifier": "rated", "scope": ""}).one().identifier == "rated"
+        assert conn.connection.info[_KEPT_CURSOR] is kept, "the next statement reuses it"
+        with pytest.raises(DBAPIError):
+            execute(conn, TAIL, {"row_id": "not a number", "through": 0})
+        assert _KEPT_CURSOR not in conn.connection.info and kept.closed, "dropped on an error"
+        conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+        for number in range(KEPT_CURSOR_ROWS + 1):
+            brama.register(f"many-{number}")
+        assert len(execute(conn, STATUSES, {}).all()) > KEPT_CURSOR_ROWS
+        assert _KEPT_CURSOR not in conn.connection.info, "a cursor holding many rows is closed"
+        assert execute(conn, FIND, {"identifier": "svc", "scope": "s"}).one().identifier == "svc"
+        assert not conn.connection.info[_KEPT_CURSOR].closed
+    # Every call's statements on a pooled connection go through its kept cursor.
+    assert brama.status("svc", scope="s").total_successes == 3
+    assert brama.available("svc", scope="s")
