@@ -97,7 +97,8 @@ def _run(
 ) -> Sample:
     """Call the operation in a loop from ``task.start_at`` until its duration has passed
     (at least once), going round the layout's connections from this worker's own offset."""
-    operation = built[task.contender].operations[task.operation]
+    contender = built[task.contender]
+    operation = contender.operations[task.operation]
     names = targets(spec.plan, task.operation, task.layout) or [""]
     key = (task.contender, task.operation, task.layout)
     position = positions.get(key, index * len(names) // count)
@@ -113,6 +114,7 @@ def _run(
         calls += 1
         if time.monotonic() >= deadline:
             break
+    contender.settle()
     elapsed = time.perf_counter() - began
     positions[key] = position
     return Sample(calls, elapsed)
