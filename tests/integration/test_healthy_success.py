@@ -134,6 +134,30 @@ def test_a_long_run_of_healthy_successes_is_folded_as_it_goes(
     verify(brama.engine, "svc")
 
 
+def test_other_connections_events_do_not_make_a_quiet_connections_success_fold(
+    make_brama: Callable[..., Brama], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids are global: a success far past its row's tallied_through by ids, because other
+    connections logged meanwhile, counts its own tail and folds only when that is long."""
+    monkeypatch.setattr(store, "FOLD_GAP", 5)
+    brama = make_brama()
+    brama.register("quiet")
+    brama.register("busy")
+    brama.success("quiet")  # unknown -> closed: an exclusive write, tallied_through at it
+    brama.success("busy")
+    through = tallied_through(brama, "quiet")
+    for round_ in range(5):
+        for _ in range(10):
+            brama.success("busy")
+        brama.success("quiet")
+        assert tallied_through(brama, "quiet") == through, f"round {round_}: no fold"
+    brama.success("quiet")  # its own tail now holds 6 events: more than FOLD_GAP
+    assert tallied_through(brama, "quiet") == brama.events("quiet")[-1].id
+    assert brama.status("quiet").total_successes == 7
+    verify(brama.engine, "quiet")
+    verify(brama.engine, "busy")
+
+
 def test_pruning_folds_the_tail_first(make_brama: Callable[..., Brama]) -> None:
     clock = Clock()
     brama = make_brama(clock=clock)
