@@ -27,7 +27,7 @@ The work of each operation, on the tables brama_sql created:
 
 The twins only do what the benchmark exercises: they report on closed circuits that stay
 closed, and raise :class:`TwinError` on anything else rather than take a shortcut (a status
-whose rate window holds reports: no benchmark connection has a rate policy).
+with a rate window stored, even an empty one: no benchmark connection has a rate policy).
 """
 
 from __future__ import annotations

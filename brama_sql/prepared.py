@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -344,8 +345,10 @@ def execute(
     arguments = compiled.arguments(given)
     dbapi_connection = conn.connection.dbapi_connection
     assert dbapi_connection is not None
-    # psycopg's cursor is kept with the connection between statements (see _KEPT_CURSOR).
-    info = conn.connection.info if dialect.driver == "psycopg" else None
+    # psycopg's cursor is kept with the connection between statements (see _KEPT_CURSOR),
+    # unless the pool shares its one connection between threads.
+    keeps = dialect.driver == "psycopg" and not isinstance(conn.engine.pool, StaticPool)
+    info = conn.connection.info if keeps else None
     cursor = None if info is None else _kept_cursor(info, dbapi_connection)
     kept = cursor is not None
     if cursor is None:
@@ -383,20 +386,29 @@ _KEPT_CURSOR = "brama_sql.cursor"
 """Where a psycopg connection's cursor is kept between statements, in its pool record's
 ``info`` (which the pool empties when it replaces the DBAPI connection). psycopg's cursors
 find the loaders of their columns' types anew, about 20 µs a point read here; one kept per
-pooled connection finds them once. Only one thread at a time uses a pooled connection."""
+pooled connection finds them once. Only one thread at a time uses a pooled connection, but
+a ``StaticPool`` shares its one connection between threads (and between instances, each
+with its own lock): there, no cursor is kept."""
 KEPT_CURSOR_ROWS = 16
 """A cursor that read more rows than this is closed, not kept: it holds its last result."""
 
 
 def _kept_cursor(info: dict[str, Any], dbapi_connection: Any) -> Any:
-    """The cursor kept for ``dbapi_connection`` (made and kept now if there is none), or
-    ``None`` if ``dbapi_connection`` is not psycopg's."""
-    cursor = info.get(_KEPT_CURSOR)
-    if cursor is not None and not cursor.closed and cursor.connection is dbapi_connection:
-        return cursor
+    """The cursor kept for ``dbapi_connection`` (made and kept now if there is none; one kept
+    for another connection is closed), or ``None`` if ``dbapi_connection`` is not psycopg's
+    (an asyncio adapter). Kept with the connection it was made from (a wrapper, such as the
+    Django integration's, makes cursors whose ``connection`` is the one it wraps)."""
+    kept = info.get(_KEPT_CURSOR)
+    if kept is not None:
+        owner, cursor = kept
+        if owner is dbapi_connection and not cursor.closed:
+            return cursor
+        info.pop(_KEPT_CURSOR, None)
+        cursor.close()
     if not hasattr(dbapi_connection, "pgconn"):
         return None
-    cursor = info[_KEPT_CURSOR] = dbapi_connection.cursor()
+    cursor = dbapi_connection.cursor()
+    info[_KEPT_CURSOR] = (dbapi_connection, cursor)
     return cursor
 
 

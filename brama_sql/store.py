@@ -418,12 +418,7 @@ class Store:
             (occurrence,) = outcome.occurrences
             event_id = _append(conn, row.id, identity_of(row), [occurrence], actor, journal)
             journal.seen.append((identity, before, settings))
-            tail = event_id - row.tallied_through  # ids are global: at least the tail's count
-            if tail > FOLD_GAP:  # count it (the connection's own range of ids, its own events)
-                tail, _ = execute(
-                    conn, TAIL, {"row_id": row.id, "through": row.tallied_through}
-                ).one()
-            return outcome, tail
+            return outcome, _tail_length(conn, row, event_id)
 
         outcome, tail = self._write(operation, body, Receipt())
         if tail > FOLD_GAP:
@@ -452,7 +447,7 @@ class Store:
         if not buffered:
             return
 
-        def healthy(conn: Connection, journal: Journal) -> None:
+        def healthy(conn: Connection, journal: Journal) -> int:
             row = _find(conn, identity, lock=True, shared=True)
             if row is None:
                 raise _NeedsExclusive
@@ -466,8 +461,9 @@ class Store:
                     raise _NeedsExclusive
                 occurrences.extend(outcome.occurrences)
             actors = [item.actor for item in buffered]
-            _append(conn, row.id, identity_of(row), occurrences, actors, journal)
+            event_id = _append(conn, row.id, identity_of(row), occurrences, actors, journal)
             journal.seen.append((identity, before, settings))
+            return _tail_length(conn, row, event_id)
 
         def one_by_one(conn: Connection, journal: Journal) -> None:
             for item in buffered:
@@ -480,9 +476,12 @@ class Store:
                 _save(conn, row, before, outcome, item.actor, journal, tail)
 
         try:
-            self._write("success", healthy, Receipt())
+            tail = self._write("success", healthy, Receipt())
         except _NeedsExclusive:
             self._write("success", one_by_one, Receipt(), retry_if=_duplicate_identity)
+            return
+        if tail > FOLD_GAP:
+            self._fold(identity)
 
     def claim(self, identity: Identity, actor: str, holder: str | None = None) -> Admission:
         """Whether ``holder`` (``actor`` unless given) may call now; in a half-open circuit
@@ -1238,6 +1237,19 @@ def _remove(
     farewell = Occurrence(kind, now, outcome.circuit.failure_count)
     _append(conn, row.id, identity_of(row), [farewell], actor, journal)
     journal.gone.append(identity_of(row))
+
+
+def _tail_length(conn: Connection, row: Row[Any], event_id: int) -> int:
+    """How many events the tail of a row read under the shared lock holds after this
+    transaction appended to it (``event_id``: the id of its one event, 0 for several). Ids are
+    global, so the gap from ``tallied_through`` is at least the count: close enough, it does;
+    past :data:`FOLD_GAP`, or for several events, the tail is counted (a range of the
+    connection's own events)."""
+    gap: int = event_id - row.tallied_through
+    if 0 < gap <= FOLD_GAP:
+        return gap
+    count, _ = execute(conn, TAIL, {"row_id": row.id, "through": row.tallied_through}).one()
+    return int(count)
 
 
 def _append(

@@ -78,6 +78,41 @@ def test_successes_are_kept_back_and_written_together(
     verify(batched.engine, "svc")
 
 
+def test_a_batch_that_leaves_a_long_tail_folds_it(
+    batched: Brama, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are healthy successes written under the shared lock: once the connection's tail
+    holds more than FOLD_GAP events, it is folded into the row's tallies, as after a single
+    healthy success (reads count no longer a tail)."""
+    from sqlalchemy import select
+
+    from brama_sql import store
+    from brama_sql.schema import connections
+
+    monkeypatch.setattr(store, "FOLD_GAP", 6)
+
+    def tallied() -> int:
+        with batched.engine.connect() as conn:
+            found: int = conn.execute(
+                select(connections.c.tallied_through).where(connections.c.identifier == "svc")
+            ).scalar_one()
+        return found
+
+    through = tallied()
+    for _ in range(4):
+        clock.tick()
+        batched.success("svc")
+    batched.flush()
+    assert tallied() == through, "a tail of 4: not folded"
+    for _ in range(4):
+        clock.tick()
+        batched.success("svc")
+    batched.flush()
+    assert tallied() == batched.events("svc")[-1].id, "a tail of 8: folded"
+    assert batched.status("svc").total_successes == 9
+    verify(batched.engine, "svc")
+
+
 def test_the_thread_writes_a_batch_within_its_window(
     make_brama: Callable[..., Brama], clock: Clock
 ) -> None:

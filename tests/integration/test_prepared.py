@@ -287,9 +287,10 @@ def test_a_psycopg_cursor_is_kept_with_its_connection_until_it_reads_many_rows(
     _seeded(brama)
     with brama.engine.connect() as conn:
         execute(conn, FIND, {"identifier": "svc", "scope": "s"}).one()
-        kept = conn.connection.info[_KEPT_CURSOR]
+        owner, kept = conn.connection.info[_KEPT_CURSOR]
+        assert owner is conn.connection.dbapi_connection
         assert execute(conn, FIND, {"identifier": "rated", "scope": ""}).one().identifier == "rated"
-        assert conn.connection.info[_KEPT_CURSOR] is kept, "the next statement reuses it"
+        assert conn.connection.info[_KEPT_CURSOR][1] is kept, "the next statement reuses it"
         with pytest.raises(DBAPIError):
             execute(conn, TAIL, {"row_id": "not a number", "through": 0})
         assert _KEPT_CURSOR not in conn.connection.info and kept.closed, "dropped on an error"
@@ -299,7 +300,48 @@ def test_a_psycopg_cursor_is_kept_with_its_connection_until_it_reads_many_rows(
         assert len(execute(conn, STATUSES, {}).all()) > KEPT_CURSOR_ROWS
         assert _KEPT_CURSOR not in conn.connection.info, "a cursor holding many rows is closed"
         assert execute(conn, FIND, {"identifier": "svc", "scope": "s"}).one().identifier == "svc"
-        assert not conn.connection.info[_KEPT_CURSOR].closed
+        assert not conn.connection.info[_KEPT_CURSOR][1].closed
     # Every call's statements on a pooled connection go through its kept cursor.
     assert brama.status("svc", scope="s").total_successes == 3
     assert brama.available("svc", scope="s")
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_no_cursor_is_kept_on_a_pool_that_shares_its_connection(db_url: URL) -> None:
+    """A StaticPool hands its one connection to every thread and every Brama on the engine:
+    two instances reading at once must not share a cursor (each would read the other's rows)."""
+    import threading
+
+    from sqlalchemy.pool import StaticPool
+
+    from brama_sql.prepared import _KEPT_CURSOR
+
+    engine = create_engine(db_url, poolclass=StaticPool)
+    first, second = Brama(engine), Brama(engine)
+    try:
+        first.register("x")
+        second.register("y")
+        failures: list[BaseException] = []
+
+        def read(brama: Brama, identifier: str) -> None:
+            try:
+                for _ in range(150):
+                    assert brama.status(identifier).identifier == identifier
+            except BaseException as error:  # reported below
+                failures.append(error)
+
+        threads = [
+            threading.Thread(target=read, args=(first, "x")),
+            threading.Thread(target=read, args=(second, "y")),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not failures, failures
+        with engine.connect() as conn:
+            assert _KEPT_CURSOR not in conn.connection.info
+    finally:
+        first.dispose()
+        second.dispose()
+        engine.dispose()
