@@ -176,7 +176,7 @@ def with_tail(
     return query if condition is None else query.where(condition)
 
 
-def _with_tail(condition: ColumnElement[bool] | None, *order: Any) -> Prepared:
+def _prepared_status(condition: ColumnElement[bool] | None, *order: Any) -> Prepared:
     """:func:`with_tail` of ``condition`` in ``order``, prepared, its rows made as
     :class:`_StatusColumns`; on PostgreSQL with its ``LATERAL`` tail."""
     return Prepared(
@@ -439,12 +439,12 @@ FIND_FOR_SHARE = Prepared(
 )
 """A connection's row under its shared lock: what a healthy success decides on (its identity,
 circuit and settings, and where its tallies end), no more (each column costs its parsing)."""
-STATUS = _with_tail(BY_IDENTITY)
+STATUS = _prepared_status(BY_IDENTITY)
 """A connection's row with its tail (:func:`with_tail`), by :data:`BY_IDENTITY`."""
 LISTED = (connections.c.scope, connections.c.identifier)
 """The order of ``connections()``: by scope, then identifier."""
-STATUSES = _with_tail(None, *LISTED)
+STATUSES = _prepared_status(None, *LISTED)
 """Every connection's row with its tail, in :data:`LISTED` order."""
-STATUSES_IN_SCOPE = _with_tail(connections.c.scope == bindparam("scope"), *LISTED)
+STATUSES_IN_SCOPE = _prepared_status(connections.c.scope == bindparam("scope"), *LISTED)
 """The rows of the connections of one stored ``scope`` with their tails, in :data:`LISTED`
 order."""
