@@ -39,18 +39,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value
         return value.replace(tzinfo=None)
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
     def result_processor(
         self, dialect: Dialect, coltype: Any
     ) -> Callable[[Any], datetime | None] | None:
-        """:meth:`process_result_value` after the dialect's own conversion, as one function (a
-        read converts up to six times a row; the composed default calls two more per value)."""
+        """The dialect's own conversion, then UTC attached (a naive value, stored as UTC) or
+        converted to: one function, where ``process_result_value`` would be called through two
+        more per value (a read converts up to six times a row)."""
         convert = self.impl_instance.result_processor(dialect, coltype)
         utc = timezone.utc
 

@@ -79,68 +79,60 @@ def test_the_twins_give_every_field_of_the_benchmarks_statuses(
 
 
 def test_the_twins_follow_open_periods_with_and_without_backoff(
-    db_url: URL, make_twin: Callable[[URL], Twin]
+    brama: Brama, db_url: URL, make_twin: Callable[[URL], Twin]
 ) -> None:
-    brama = Brama(db_url)
-    try:
-        with freeze_time(T0) as clock:
-            cases: list[tuple[str, dict[str, Any]]] = [
-                ("fixed", {}),
-                ("backoff", {"expiry_strategy": "exponential", "backoff_factor": 3.0}),
-                ("capped", {"expiry_strategy": "exponential", "max_expiry": 15.0}),
-                ("forced", {"probe_timeout": 4.0, "half_open_max_calls": 2}),
-            ]
-            for name, policies in cases:
-                brama.register(
-                    name,
-                    scope=SCOPE,
-                    failure_threshold=1,
-                    expiry=10,
-                    metadata={"n": name},
-                    **policies,
-                )
-                brama.failure(name, scope=SCOPE, reason="down")
-            brama.force_open("forced", scope=SCOPE)
-            clock.tick(timedelta(seconds=11))  # every open period has elapsed: probes fail
-            for name in ("backoff", "capped"):
-                assert brama.available(name, scope=SCOPE)
-                brama.failure(name, scope=SCOPE, reason="probe failed")
-            twin = make_twin(db_url)
-            seen: set[tuple[str, State]] = set()
-            wrong: list[str] = []
-            for seconds in (1, 15, 25, 30):  # 12, 27, 52 and 82 s after T0
-                clock.tick(timedelta(seconds=seconds))
-                for mine, theirs in zip(twin.connections(), brama.connections(), strict=True):
-                    wrong += differences(mine, theirs)
-                    wrong += differences(twin.status(theirs.identifier), theirs)
-                    seen.add((theirs.identifier, theirs.state))
-        assert wrong == []
-        assert seen >= {
-            ("fixed", State.HALF_OPEN),
-            ("backoff", State.OPEN),
-            ("backoff", State.HALF_OPEN),
-            ("capped", State.OPEN),
-            ("capped", State.HALF_OPEN),
-            ("forced", State.FORCED_OPEN),
-        }
-        assert brama.status("backoff", scope=SCOPE).current_expiry == 30.0
-        assert brama.status("capped", scope=SCOPE).current_expiry == 15.0
-    finally:
-        brama.dispose()
+    with freeze_time(T0) as clock:
+        cases: list[tuple[str, dict[str, Any]]] = [
+            ("fixed", {}),
+            ("backoff", {"expiry_strategy": "exponential", "backoff_factor": 3.0}),
+            ("capped", {"expiry_strategy": "exponential", "max_expiry": 15.0}),
+            ("forced", {"probe_timeout": 4.0, "half_open_max_calls": 2}),
+        ]
+        for name, policies in cases:
+            brama.register(
+                name,
+                scope=SCOPE,
+                failure_threshold=1,
+                expiry=10,
+                metadata={"n": name},
+                **policies,
+            )
+            brama.failure(name, scope=SCOPE, reason="down")
+        brama.force_open("forced", scope=SCOPE)
+        clock.tick(timedelta(seconds=11))  # every open period has elapsed: probes fail
+        for name in ("backoff", "capped"):
+            assert brama.available(name, scope=SCOPE)
+            brama.failure(name, scope=SCOPE, reason="probe failed")
+        twin = make_twin(db_url)
+        seen: set[tuple[str, State]] = set()
+        wrong: list[str] = []
+        for seconds in (1, 15, 25, 30):  # 12, 27, 52 and 82 s after T0
+            clock.tick(timedelta(seconds=seconds))
+            for mine, theirs in zip(twin.connections(), brama.connections(), strict=True):
+                wrong += differences(mine, theirs)
+                wrong += differences(twin.status(theirs.identifier), theirs)
+                seen.add((theirs.identifier, theirs.state))
+    assert wrong == []
+    assert seen >= {
+        ("fixed", State.HALF_OPEN),
+        ("backoff", State.OPEN),
+        ("backoff", State.HALF_OPEN),
+        ("capped", State.OPEN),
+        ("capped", State.HALF_OPEN),
+        ("forced", State.FORCED_OPEN),
+    }
+    assert brama.status("backoff", scope=SCOPE).current_expiry == 30.0
+    assert brama.status("capped", scope=SCOPE).current_expiry == 15.0
 
 
 def test_a_twin_refuses_a_rate_window_it_does_not_count(
-    db_url: URL, make_twin: Callable[[URL], Twin]
+    brama: Brama, db_url: URL, make_twin: Callable[[URL], Twin]
 ) -> None:
-    brama = Brama(db_url)
-    try:
-        brama.register("rated", scope=SCOPE, failure_rate_threshold=0.5)
-        brama.failure("rated", scope=SCOPE)
-        assert brama.status("rated", scope=SCOPE).window_calls == 1
-        twin = make_twin(db_url)
-        with pytest.raises(TwinError, match="rate policy"):
-            twin.status("rated")
-        with pytest.raises(TwinError, match="rate policy"):
-            twin.connections()
-    finally:
-        brama.dispose()
+    brama.register("rated", scope=SCOPE, failure_rate_threshold=0.5)
+    brama.failure("rated", scope=SCOPE)
+    assert brama.status("rated", scope=SCOPE).window_calls == 1
+    twin = make_twin(db_url)
+    with pytest.raises(TwinError, match="rate policy"):
+        twin.status("rated")
+    with pytest.raises(TwinError, match="rate policy"):
+        twin.connections()

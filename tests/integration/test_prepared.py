@@ -345,3 +345,22 @@ def test_no_cursor_is_kept_on_a_pool_that_shares_its_connection(db_url: URL) -> 
         first.dispose()
         second.dispose()
         engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_postgresql_s_lateral_tails_are_the_tails_of_the_portable_statement(
+    brama: Brama,
+) -> None:
+    """PostgreSQL reads statuses with a LATERAL tail (STATUS, STATUSES); the other dialects'
+    scalar subqueries give the same rows, tails included."""
+    from brama_sql.rows import STATUSES
+
+    _seeded(brama)
+    for _ in range(3):
+        brama.success("rated")  # healthy successes: a tail not folded yet
+    with brama.engine.connect() as conn:
+        portable = [tuple(row) for row in conn.execute(STATUSES.statement).all()]
+        lateral = [tuple(row) for row in conn.execute(STATUSES.statement_for(conn.dialect))]
+        assert STATUSES.statement_for(conn.dialect) is not STATUSES.statement
+    assert lateral == portable
+    assert {row[-2] for row in lateral} != {0}, "some row has a tail"
