@@ -1035,8 +1035,7 @@ class Brama:
         if self._batcher is not None:
             with contextlib.suppress(BramaDatabaseError):
                 self._batcher.flush()  # logged, with how many were lost
-        with self._transactions.gate:
-            self.engine.dispose()
+        self._transactions.dispose()
 
 
 @functools.lru_cache(maxsize=1)

@@ -36,9 +36,10 @@ Reset = Callable[[], None]
 _callbacks: dict[int, weakref.WeakMethod[Reset]] = {}
 """What to call in a forked child, by registration number: weak references to bound methods."""
 _numbers = itertools.count()
-_abandoned: list[Pool] = []
-"""The pools this process took over from its parent, kept alive: were one garbage-collected,
-its DBAPI connections' finalizers could close the parent's connections from the child."""
+_abandoned: list[object] = []
+"""The pools (and read pools) this process took over from its parent, kept alive: were one
+garbage-collected, its DBAPI connections' finalizers could close the parent's connections from
+the child."""
 _renewed: weakref.WeakKeyDictionary[Pool, int] = weakref.WeakKeyDictionary()
 """The pools :func:`renew_pool` created, and the process that created each."""
 _lock = threading.Lock()
@@ -56,6 +57,12 @@ def register(method: Reset) -> None:
         _callbacks.pop(number, None)
 
     _callbacks[number] = weakref.WeakMethod(method, forget)
+
+
+def abandon(holder: object) -> None:
+    """Keep ``holder`` (something that holds the parent's connections) alive in this forked
+    child for good, so that no finalizer of those connections ever runs here."""
+    _abandoned.append(holder)
 
 
 def renew_pool(engine: Engine) -> None:

@@ -43,6 +43,7 @@ from brama_sql.errors import (
     SchemaError,
 )
 from brama_sql.prepared import Raw
+from brama_sql.read_pool import ReadPool
 
 T = TypeVar("T")
 
@@ -86,6 +87,9 @@ class Transactions:
         for made in ("first_connect", "connect"):  # before the dialect's and ours
             event.listen(engine, made, watchdog.adopt, insert=True)
         self._schema_checked = False
+        self._read_pool = ReadPool.of(engine, owns_engine)
+        """Where reads take their connections, on an engine that has one (see
+        :mod:`brama_sql.read_pool`); else from the engine's pool."""
         # One DBAPI connection shared by all threads (in-memory SQLite): one user at a time.
         self._shared = isinstance(engine.pool, StaticPool)
         self._gate: AbstractContextManager[Any] = self._new_gate()
@@ -131,7 +135,17 @@ class Transactions:
                 self._gate = self._new_gate()
             else:
                 fork.renew_pool(self.engine)
+            if self._read_pool is not None:
+                self._read_pool = self._read_pool.forked()
             self._pid = pid
+
+    def dispose(self) -> None:
+        """Close the engine's pooled connections and the read pool's idle ones (in a forked
+        child that has not used them yet, only its own)."""
+        with self.gate:
+            if self._read_pool is not None:
+                self._read_pool.close()
+            self.engine.dispose()
 
     def run(
         self,
@@ -213,36 +227,69 @@ class Transactions:
                 raise self._failure(operation, error, None) from error
 
     def _read_once(self, body: Callable[[Raw], T], deadline: float) -> T:
-        dialect = self.engine.dialect
         with watchdog.watching(deadline) as watch:
+            reads = self._read_pool
             try:
-                fairy = self.engine.raw_connection()
-            except dialect.loaded_dbapi.Error as error:
-                lost = dialect.is_disconnect(error, None, None)
-                raise DBAPIError.instance(
-                    None, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost
-                ) from error
-            raw = Raw(fairy, self.engine)
-            dbapi_connection = fairy.dbapi_connection
-            assert dbapi_connection is not None
-            watch.attach(dbapi_connection)
-            # As in _transaction: on PostgreSQL a read runs outside a transaction.
-            autocommit = self.owns_engine and dialect.name == "postgresql"
+                connection = None if reads is None else reads.take()
+            except self.engine.dialect.loaded_dbapi.Error as error:
+                raise self._not_connected(error) from error
+            if connection is None:
+                return self._read_pooled(body, watch)
+            assert reads is not None
+            watch.attach(connection.dbapi_connection)
+            raw = Raw(connection, self.engine)
             try:
-                if autocommit:
-                    _autocommit(dialect, dbapi_connection, True)
-                try:
-                    return body(raw)
-                finally:
-                    if autocommit and not raw.invalidated:
-                        try:
-                            _autocommit(dialect, dbapi_connection, False)
-                        except Exception as error:  # never back into the pool half reset
-                            raw.invalidate(error)
+                result = body(raw)
+            except BaseException:
+                reads.discard(connection)
+                if raw.invalidated:  # lost: the others, made before, are likely lost too
+                    reads.close()
+                raise
+            if watch.cut:
+                reads.discard(connection)  # its socket is shut
+            else:
+                reads.give_back(connection)
+            return result
+
+    def _read_pooled(self, body: Callable[[Raw], T], watch: watchdog.Watch) -> T:
+        """Run a read on a connection from the engine's pool (in autocommit on PostgreSQL)."""
+        dialect = self.engine.dialect
+        try:
+            fairy = self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as error:
+            raise self._not_connected(error) from error
+        raw = Raw(fairy, self.engine)
+        dbapi_connection = fairy.dbapi_connection
+        assert dbapi_connection is not None
+        watch.attach(dbapi_connection)
+        # As in _transaction: on PostgreSQL a read runs outside a transaction.
+        autocommit = self.owns_engine and dialect.name == "postgresql"
+        try:
+            if autocommit:
+                _autocommit(dialect, dbapi_connection, True)
+            try:
+                return body(raw)
             finally:
-                if watch.cut and not raw.invalidated:
-                    raw.invalidate()  # its socket is shut: never back into the pool
-                fairy.close()
+                if autocommit and not raw.invalidated:
+                    try:
+                        _autocommit(dialect, dbapi_connection, False)
+                    except Exception as error:  # never back into the pool half reset
+                        raw.invalidate(error)
+        finally:
+            if watch.cut and not raw.invalidated:
+                raw.invalidate()  # its socket is shut: never back into the pool
+            fairy.close()
+
+    def _not_connected(self, error: Any) -> DBAPIError:
+        """SQLAlchemy's error for the driver's ``error`` while connecting (the pool hands it on
+        unwrapped), marked lost when it is one, so that the read is tried again."""
+        dialect = self.engine.dialect
+        lost = dialect.is_disconnect(error, None, None)
+        wrapped = DBAPIError.instance(
+            None, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost
+        )
+        assert isinstance(wrapped, DBAPIError)  # the driver's own errors are its subclasses
+        return wrapped
 
     def _again(
         self,

@@ -77,6 +77,10 @@ class Tracker:
 
     def __init__(self, engine: Engine) -> None:
         self.opened: list[int] = []
+        self.opener: dict[int, int] = {}
+        """The process that opened each DBAPI connection, by ``id()`` (a live connection's is
+        its own: each opening sets it), those of brama_sql's read pool included, which reads
+        use without a checkout."""
         self.connections: list[weakref.ref[Any]] = []
         self.strays: list[int] = []
         self.invalidated: list[str] = []
@@ -84,8 +88,9 @@ class Tracker:
         event.listen(engine, "checkout", self._checkout)
         event.listen(engine, "invalidate", self._invalidate)
 
-    def _connect(self, _dbapi_connection: Any, record: Any) -> None:
+    def _connect(self, dbapi_connection: Any, record: Any) -> None:
         record.info["opened_by"] = os.getpid()
+        self.opener[id(dbapi_connection)] = os.getpid()
         self.opened.append(os.getpid())
         self.connections.append(weakref.ref(record))
 
@@ -95,6 +100,17 @@ class Tracker:
 
     def _invalidate(self, _dbapi_connection: Any, _record: Any, error: Any) -> None:
         self.invalidated.append(f"{os.getpid()}: {error!r}")
+
+    def read_strays(self, brama: Brama) -> list[int]:
+        """The openers of the idle connections of ``brama``'s read pool (PostgreSQL) that
+        another process opened."""
+        reads = brama._transactions._read_pool
+        idle = [] if reads is None else reads._idle
+        return [
+            opener
+            for connection in idle
+            if (opener := self.opener.get(id(connection.dbapi_connection), -1)) != os.getpid()
+        ]
 
 
 @dataclass
@@ -242,6 +258,9 @@ def prime(brama: Brama) -> None:
     pool = brama.engine.pool
     assert isinstance(pool, QueuePool)
     assert pool.checkedin() >= 2, pool.status()
+    # Reads too, from threads at once: on PostgreSQL they fill brama_sql's read pool.
+    with ThreadPoolExecutor(PRIMING_THREADS) as executor:
+        assert all(executor.map(lambda _: brama.available(IDENTIFIER), range(20)))
 
 
 def report_in_children(
@@ -264,6 +283,7 @@ def report_in_children(
                 raise TimeoutError("the parent never said start")
             for _ in range(reports):
                 brama.failure(IDENTIFIER, reason="child")
+                brama.available(IDENTIFIER)
         except BaseException as error:
             errors.append(repr(error))
         gc.collect()
@@ -271,7 +291,7 @@ def report_in_children(
             {
                 "pid": os.getpid(),
                 "errors": errors,
-                "strays": tracker.strays,
+                "strays": tracker.strays + tracker.read_strays(brama),
                 "opened_here": tracker.opened.count(os.getpid()),
                 # A finalized DBAPI connection of the parent's may have closed its session.
                 "finalized": sum(not alive(reference) for reference in inherited),
@@ -289,6 +309,7 @@ def report_in_children(
         start.set()
         for _ in range(reports):
             brama.failure(IDENTIFIER, reason="parent")
+            brama.available(IDENTIFIER)
         results = children.collect()
 
     assert [result["errors"] for result in results] == [[]] * len(children.forked)
@@ -299,7 +320,7 @@ def report_in_children(
     assert inherited and [result["finalized"] for result in results] == [0] * len(results), (
         "a child finalized DBAPI connections of the parent's"
     )
-    assert tracker.strays == []
+    assert tracker.strays == [] and tracker.read_strays(brama) == []
     assert tracker.invalidated == [], "a child broke the parent's connections"
     assert tracker.opened[opened_before:] == [], "the parent had to reconnect"
     assert tracker.opened.count(parent) == len(tracker.opened)

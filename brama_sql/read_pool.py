@@ -1,0 +1,162 @@
+"""The read pool: a few connections of an engine brama_sql owns, set aside for its reads and
+kept in autocommit mode.
+
+Every ``available()`` and ``status()`` is one read. Taken from SQLAlchemy's pool, its
+connection costs a checkout and a check-in (a proxy object, a weak reference, the queue's
+locks, the reset's rollback) and, on PostgreSQL, autocommit switched on and off again: about
+60 µs of Python on this project's machines, as much as the driver spends on the statement
+itself. A :class:`ReadPool` keeps its connections out of SQLAlchemy's pool, in autocommit for
+good, on a stack that a thread pops and pushes back (atomic under the GIL): nothing runs per
+read beyond that.
+
+What it keeps, and when it lets go:
+
+- At most ``capacity`` connections (the engine pool's ``size()``, 5 by default), each opened
+  by a copy of the engine's pool made for it (``Pool.recreate()``: the same connect function
+  and event listeners, so the same connect-time session settings) and detached from it: the
+  engine's pool keeps all its connections and its whole capacity for the writes. A read that
+  finds the stack empty while ``capacity`` connections are in use takes a pooled connection,
+  as before.
+- A connection whose read failed, or that the watchdog cut, is closed, never pushed back.
+  After a lost connection (a server restart or a network reset breaks them all) every idle one
+  is closed too, so that the retry connects anew.
+- :meth:`ReadPool.close` closes the idle ones (``dispose()``); one in use then is closed when
+  its read ends.
+- In a forked child, :meth:`ReadPool.forked` gives a new, empty pool and keeps the parent's
+  connections alive there, untouched (see :mod:`brama_sql.fork`).
+
+Only for psycopg 3 (PostgreSQL, synchronous), the one driver brama_sql runs its reads outside a
+transaction on; other engines read through SQLAlchemy's pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import QueuePool
+
+from brama_sql import fork
+
+
+class ReadConnection:
+    """One connection of a :class:`ReadPool`, with the part of a pooled connection's interface
+    that :func:`~brama_sql.prepared.execute` uses (``dbapi_connection``, ``info``,
+    ``invalidate``)."""
+
+    __slots__ = ("dbapi_connection", "generation", "info", "invalidated")
+
+    def __init__(self, dbapi_connection: Any, generation: int) -> None:
+        self.dbapi_connection = dbapi_connection
+        self.generation = generation
+        """The pool's generation when it was made: one made before the pool last let go of its
+        connections is closed instead of being pushed back."""
+        self.info: dict[str, Any] = {}
+        """What is kept with the connection (its cursor, see :mod:`brama_sql.prepared`)."""
+        self.invalidated = False
+
+    def invalidate(self, _error: BaseException | None = None) -> None:
+        """Close the connection: it is never used again."""
+        self.invalidated = True
+        _close(self.dbapi_connection)
+
+
+class ReadPool:
+    """The connections an owned engine keeps for its reads (see the module's docs)."""
+
+    def __init__(self, engine: Engine, capacity: int) -> None:
+        self.engine = engine
+        self.capacity = capacity
+        self._idle: list[ReadConnection] = []
+        self._count = 0
+        """The connections made and not closed yet, idle or in use."""
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, engine: Engine, owns_engine: bool) -> ReadPool | None:
+        """The read pool of ``engine``, or ``None`` where reads take pooled connections: an
+        engine the host passed in (its pool and its events are the host's), a driver other
+        than synchronous psycopg, a pool that is not a queue (one shared connection, one per
+        thread, none kept)."""
+        dialect = engine.dialect
+        pool = engine.pool
+        if not owns_engine or dialect.name != "postgresql" or dialect.driver != "psycopg":
+            return None
+        if dialect.is_async or not isinstance(pool, QueuePool) or pool.size() < 1:
+            return None
+        return cls(engine, pool.size())
+
+    def take(self) -> ReadConnection | None:
+        """An idle connection, or a new one while fewer than ``capacity`` exist; ``None`` when
+        all are in use (the read then takes a pooled connection). A new connection is made in
+        the calling thread, under the caller's watch (the pool's ``connect`` event)."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        with self._lock:
+            if self._count >= self.capacity:
+                return None
+            self._count += 1
+            generation = self._generation
+        try:
+            # A copy of the engine's pool as it is now (with the listeners added since):
+            # its record, left empty by the detach, goes with it.
+            fairy = self.engine.pool.recreate().connect()
+            try:
+                dbapi_connection: Any = fairy.dbapi_connection
+                fairy.detach()
+            except BaseException:
+                fairy.close()
+                raise
+            try:
+                dbapi_connection.autocommit = True
+            except BaseException:
+                _close(dbapi_connection)
+                raise
+        except BaseException:
+            with self._lock:
+                self._count -= 1
+            raise
+        return ReadConnection(dbapi_connection, generation)
+
+    def give_back(self, connection: ReadConnection) -> None:
+        """Push a connection whose read succeeded back onto the stack, unless the pool let go
+        of its connections since it was taken (then it is closed)."""
+        if connection.generation == self._generation and not connection.invalidated:
+            self._idle.append(connection)
+            return
+        self.discard(connection)
+
+    def discard(self, connection: ReadConnection) -> None:
+        """Close a connection taken from the pool (its read failed, or was cut)."""
+        if not connection.invalidated:
+            connection.invalidate()
+        with self._lock:
+            if connection.generation == self._generation:
+                self._count -= 1
+
+    def close(self) -> None:
+        """Close every idle connection; those in use are closed when their reads end. The
+        pool stays usable: the next read makes a new connection."""
+        with self._lock:
+            self._generation += 1
+            self._count = 0
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.invalidate()
+
+    def forked(self) -> ReadPool:
+        """A new, empty pool for a forked child; this one, holding the parent's connections,
+        is kept alive and never touched again (closing a connection there could end the
+        parent's session on the server)."""
+        fork.abandon(self)
+        return ReadPool(self.engine, self.capacity)
+
+
+def _close(dbapi_connection: Any) -> None:
+    with contextlib.suppress(Exception):  # already broken: nothing left to close
+        dbapi_connection.close()

@@ -1,0 +1,227 @@
+"""The read pool (``brama_sql/read_pool.py``) on PostgreSQL: reads reuse a few autocommit
+connections of their own, made with the engine's session settings and listeners, at most the
+engine pool's size of them, and never at the expense of the engine's pool; a connection the
+server ended is replaced without an error, and ``dispose()`` closes them.
+
+Other engines have none: MariaDB, SQLite, a host's engine and the asyncio engines read through
+SQLAlchemy's pool (checked here too)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import QueuePool
+
+from brama_sql import AsyncBrama, Brama
+from brama_sql.prepared import Raw
+from brama_sql.read_pool import ReadConnection, ReadPool
+
+READERS = 12
+"""Threads reading at once: more than the read pool holds."""
+
+
+def _read_pool(brama: Brama) -> ReadPool:
+    reads = brama._transactions._read_pool
+    assert reads is not None
+    return reads
+
+
+def _opened(engine: Engine) -> list[Any]:
+    """The DBAPI connections ``engine`` opens from now on (its pool's and its read pool's)."""
+    opened: list[Any] = []
+    event.listen(
+        engine, "connect", lambda dbapi_connection, _record: opened.append(dbapi_connection)
+    )
+    return opened
+
+
+@pytest.fixture
+def admin(db_url: URL) -> Iterator[Connection]:
+    """An autocommit connection to the test database that can end the others' sessions."""
+    engine = create_engine(db_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        yield conn
+    engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_reads_reuse_one_autocommit_connection_and_leave_the_engines_pool_alone(
+    brama: Brama,
+) -> None:
+    brama.register("svc")
+    pool = brama.engine.pool
+    assert isinstance(pool, QueuePool)
+    pooled_before = pool.checkedin()
+    opened = _opened(brama.engine)
+    for _ in range(50):
+        assert brama.available("svc") is True
+        assert brama.status("svc").state == "unknown"
+    reads = _read_pool(brama)
+    assert len(opened) == 1, "every read but the first found the connection idle"
+    (connection,) = reads._idle
+    assert connection.dbapi_connection is opened[0]
+    assert connection.dbapi_connection.autocommit is True
+    assert pool.checkedout() == 0 and pool.checkedin() == pooled_before
+    with brama.engine.connect() as conn:  # the engine's pool never handed it out
+        assert conn.connection.dbapi_connection is not connection.dbapi_connection
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_read_connections_have_the_engines_session_settings_and_listeners(
+    make_brama: Callable[..., Brama],
+) -> None:
+    brama = make_brama(lock_timeout=3)
+    brama.register("svc")
+    tagged: list[Any] = []
+    # Added after the Brama was made: its read connections are opened with it all the same.
+    event.listen(
+        brama.engine, "connect", lambda dbapi_connection, _r: tagged.append(dbapi_connection)
+    )
+    assert brama.available("svc") is True
+    (connection,) = _read_pool(brama)._idle
+    assert tagged == [connection.dbapi_connection]
+    cursor = connection.dbapi_connection.cursor()
+    settings = {}
+    for name in ("TimeZone", "jit", "lock_timeout", "idle_in_transaction_session_timeout"):
+        cursor.execute(f"SHOW {name}")
+        settings[name] = cursor.fetchone()[0]
+    cursor.close()
+    assert settings == {
+        "TimeZone": "UTC",
+        "jit": "off",
+        "lock_timeout": "3s",
+        "idle_in_transaction_session_timeout": "1500ms",
+    }
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_readers_beyond_its_capacity_take_pooled_connections(brama: Brama) -> None:
+    brama.register("svc")
+    reads = _read_pool(brama)
+    pool = brama.engine.pool
+    assert isinstance(pool, QueuePool)
+    assert reads.capacity == pool.size() == 5
+    inside = threading.Barrier(READERS, timeout=30)
+    on_read_pool: list[bool] = []
+    original = brama._transactions._read_pooled
+
+    def read_pooled(body: Callable[[Raw], Any], watch: Any) -> Any:
+        on_read_pool.append(False)
+        return original(body, watch)
+
+    brama._transactions._read_pooled = read_pooled  # type: ignore[method-assign]
+
+    def read(_index: int) -> bool:
+        inside.wait()
+        return all(brama.available("svc") for _ in range(30))
+
+    with ThreadPoolExecutor(READERS) as executor:
+        assert all(executor.map(read, range(READERS)))
+    assert reads._count <= reads.capacity
+    assert len(reads._idle) == reads._count >= 1
+    assert pool.checkedout() == 0
+    # Twelve threads reading at once for a while: some found all five in use.
+    assert on_read_pool, "no reader ever fell back to the engine's pool"
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_read_connection_the_server_ended_is_replaced_without_an_error(
+    brama: Brama, admin: Connection
+) -> None:
+    brama.register("svc")
+    brama.available("svc")
+    reads = _read_pool(brama)
+    (connection,) = reads._idle
+    backend = connection.dbapi_connection.info.backend_pid
+    admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    opened = _opened(brama.engine)
+    assert brama.available("svc") is True  # tried again on a new connection
+    assert connection.invalidated and connection.dbapi_connection.closed
+    assert len(opened) == 1
+    (replacement,) = reads._idle
+    assert replacement.dbapi_connection is opened[0]
+    assert reads._count == 1
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_lost_read_connection_closes_the_idle_ones(brama: Brama, admin: Connection) -> None:
+    brama.register("svc")
+    reads = _read_pool(brama)
+    held = [reads.take() for _ in range(3)]
+    for connection in held:
+        assert connection is not None
+        reads.give_back(connection)
+    top = reads._idle[-1]
+    admin.execute(
+        text("SELECT pg_terminate_backend(:pid)"), {"pid": top.dbapi_connection.info.backend_pid}
+    )
+    assert brama.available("svc") is True
+    assert all(connection.invalidated for connection in held)
+    assert len(reads._idle) == 1 and reads._count == 1
+    assert reads._idle[0] not in held
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_failed_read_never_goes_back_and_dispose_closes_the_idle_ones(brama: Brama) -> None:
+    brama.register("svc")
+    reads = _read_pool(brama)
+    brama.available("svc")
+    (first,) = reads._idle
+
+    def failing(_conn: Raw) -> None:
+        raise RuntimeError("the read's own failure")
+
+    with pytest.raises(RuntimeError, match="own failure"):
+        brama._transactions.read("test", failing)
+    assert first.invalidated and reads._idle == [] and reads._count == 0
+    brama.available("svc")
+    (second,) = reads._idle
+    brama.dispose()
+    assert second.invalidated and second.dbapi_connection.closed
+    assert reads._idle == [] and reads._count == 0
+    assert brama.available("svc") is True  # usable after dispose(), as the engine is
+    assert len(reads._idle) == 1
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_connection_in_use_while_the_pool_let_go_is_closed_when_its_read_ends(
+    brama: Brama,
+) -> None:
+    brama.register("svc")
+    reads = _read_pool(brama)
+    taken = reads.take()
+    assert isinstance(taken, ReadConnection)
+    reads.close()
+    reads.give_back(taken)
+    assert taken.invalidated and reads._idle == [] and reads._count == 0
+
+
+def test_other_engines_read_through_sqlalchemys_pool(
+    make_brama: Callable[..., Brama], db_url: URL, dialect: str
+) -> None:
+    assert (make_brama()._transactions._read_pool is not None) is (dialect == "postgresql")
+    host = create_engine(db_url)
+    hosted = Brama(host)
+    try:
+        assert hosted._transactions._read_pool is None
+        assert hosted.connections() == []
+    finally:
+        hosted.dispose()
+        host.dispose()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+async def test_asyncio_engines_read_through_sqlalchemys_pool(db_url: URL) -> None:
+    brama = AsyncBrama(db_url)
+    try:
+        assert brama.sync._transactions._read_pool is None
+        assert await brama.connections() == []
+    finally:
+        await brama.dispose()
