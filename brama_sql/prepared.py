@@ -290,6 +290,8 @@ class Prepared:
         self._compiled: weakref.WeakKeyDictionary[Dialect, dict[frozenset[str], _Compiled]] = (
             weakref.WeakKeyDictionary()
         )
+        self._last: tuple[Dialect | None, dict[frozenset[str], _Compiled]] = (None, {})
+        """The dialect last compiled for and its statements (one dialect is kept alive)."""
         self._lock = threading.Lock()
 
     def statement_for(self, dialect: Dialect) -> Executable:
@@ -298,8 +300,13 @@ class Prepared:
 
     def compiled(self, dialect: Dialect, keys: frozenset[str]) -> _Compiled:
         """The statement compiled for ``dialect`` and parameters named ``keys``."""
+        last_dialect, last_table = self._last
         try:
-            return self._compiled[dialect][keys]
+            if last_dialect is dialect:  # skips the weak dictionary's lookup
+                return last_table[keys]
+            table = self._compiled[dialect]
+            self._last = (dialect, table)
+            return table[keys]
         except KeyError:
             pass
         made = _Compiled(self.statement_for(dialect), dialect, keys, self.row)

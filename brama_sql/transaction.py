@@ -103,7 +103,11 @@ class Transactions:
         """Held around every use of the engine when all threads share one connection. Taking
         it first makes sure that, in a forked child, the engine no longer holds the parent's
         connections (:meth:`_follow_fork`)."""
-        if self._pid != os.getpid():
+        return self._gate_in(os.getpid())
+
+    def _gate_in(self, pid: int) -> AbstractContextManager[Any]:
+        """:attr:`gate`, in the process ``pid`` (this one's id, read by the caller)."""
+        if self._pid != pid:
             self._follow_fork()
         return self._gate
 
@@ -214,20 +218,21 @@ class Transactions:
         if not self._schema_checked or prepared.traced(self.engine):
             return self.run(operation, body, write=False)  # type: ignore[arg-type]
         deadline = watchdog.monotonic() + self.lock_wait + self.io_timeout
+        pid = os.getpid()  # one system call for the gate and the watchdog
         attempt = 0
         while True:
             attempt += 1
             try:
-                with self.gate:
-                    return self._read_once(body, deadline)
+                with self._gate_in(pid):
+                    return self._read_once(body, deadline, pid)
             except SQLAlchemyError as error:
                 if self._again(error, attempt, deadline, None):
                     _pause(attempt)
                     continue
                 raise self._failure(operation, error, None) from error
 
-    def _read_once(self, body: Callable[[Raw], T], deadline: float) -> T:
-        with watchdog.watching(deadline) as watch:
+    def _read_once(self, body: Callable[[Raw], T], deadline: float, pid: int) -> T:
+        with watchdog.watching(deadline, pid) as watch:
             reads = self._read_pool
             try:
                 connection = None if reads is None else reads.take()

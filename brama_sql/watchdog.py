@@ -93,16 +93,18 @@ class watching:  # used as a function: ``with watching(deadline) as watch``
     block is still running at ``deadline``. (A class, not a generator: every call enters one,
     and a generator-based context manager costs a few microseconds more.)"""
 
-    __slots__ = ("number", "outer", "watch")
+    __slots__ = ("number", "outer", "pid", "watch")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, pid: int | None = None) -> None:
         self.watch = Watch(None, deadline)
+        self.pid = pid
+        """This process's id if the caller just read it (else read here)."""
         self.number: int | None = None
         self.outer: contextvars.Token[Watch | None] | None = None
 
     def __enter__(self) -> Watch:
         watch = self.watch
-        if not _start():
+        if not _start(self.pid):
             return watch  # a bare fork's child: no watchdog (see _start)
         self.number = number = next(_numbers)
         self.outer = _current.set(watch)
@@ -172,11 +174,12 @@ def _cut_async(driver: Any) -> None:
             duplicate.shutdown(socket.SHUT_RDWR)
 
 
-def _start() -> bool:
-    """Start the watchdog's thread in this process unless it runs (threads do not survive a
-    fork, so a forked child starts its own on first use); whether this process has one."""
+def _start(pid: int | None = None) -> bool:
+    """Start the watchdog's thread in this process (whose id is ``pid``, if given) unless it
+    runs (threads do not survive a fork, so a forked child starts its own on first use);
+    whether this process has one."""
     global _thread, _pid
-    pid = os.getpid()
+    pid = os.getpid() if pid is None else pid
     if _thread is not None and _pid == pid:
         return True
     if _thread is not None and _forked_into != pid:
