@@ -121,7 +121,8 @@ class ReadPool:
                 raise
         except BaseException:
             with self._lock:
-                self._count -= 1
+                if generation == self._generation:  # else close() reset the count meanwhile
+                    self._count -= 1
             raise
         return ReadConnection(dbapi_connection, generation)
 
