@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import QueuePool
 
-from brama_sql import AsyncBrama, Brama
+from brama_sql import AsyncBrama, Brama, watchdog
 from brama_sql.errors import NotRegisteredError
 from brama_sql.prepared import Raw
 from brama_sql.read_pool import ReadConnection, ReadPool
@@ -271,3 +271,25 @@ def test_a_failed_connect_while_the_pool_let_go_keeps_the_capacity(brama: Brama)
         for connection in held:
             if connection is not None:
                 reads.discard(connection)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_an_interrupt_right_after_the_take_neither_leaks_the_connection_nor_its_count(
+    brama: Brama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A KeyboardInterrupt (a signal handler's exception) can arrive at any bytecode: here while
+    # the taken connection is attached to the call's watch, before the read's try block.
+    brama.register("svc")
+    assert brama.available("svc") is True
+    reads = _read_pool(brama)
+    (connection,) = reads._idle
+
+    def interrupted(_watch: Any, _dbapi_connection: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(watchdog.Watch, "attach", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            brama.available("svc")
+    assert connection.invalidated, "the interrupted read's connection was left open"
+    assert reads._count == 0, "its count was never given back: the capacity shrank for good"
