@@ -236,9 +236,9 @@ class Transactions:
             if connection is None:
                 return self._read_pooled(body, watch)
             assert reads is not None
-            watch.attach(connection.dbapi_connection)
             raw = Raw(connection, self.engine)
             try:
+                watch.attach(connection.dbapi_connection)
                 result = body(raw)
             except BramaError:
                 # The body's own answer (a connection not registered), raised after its
