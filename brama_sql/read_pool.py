@@ -17,7 +17,9 @@ What it keeps, and when it lets go:
   engine's pool keeps all its connections and its whole capacity for the writes. A read that
   finds the stack empty while ``capacity`` connections are in use takes a pooled connection,
   as before.
-- A connection whose read failed, or that the watchdog cut, is closed, never pushed back.
+- A connection whose read failed, or that the watchdog cut, is closed, never pushed back. A
+  read that answered with one of brama_sql's errors after its statements ran (``status()`` of
+  a connection not registered) is no failure of its connection: that one goes back.
   After a lost connection (a server restart or a network reset breaks them all) every idle one
   is closed too, so that the retry connects anew.
 - :meth:`ReadPool.close` closes the idle ones (``dispose()``); one in use then is closed when
@@ -119,7 +121,8 @@ class ReadPool:
                 raise
         except BaseException:
             with self._lock:
-                self._count -= 1
+                if generation == self._generation:  # else close() reset the count meanwhile
+                    self._count -= 1
             raise
         return ReadConnection(dbapi_connection, generation)
 
@@ -130,6 +133,17 @@ class ReadPool:
             self._idle.append(connection)
             return
         self.discard(connection)
+
+    @staticmethod
+    def between_statements(connection: ReadConnection) -> bool:
+        """Whether ``connection`` is open and idle, outside any transaction, as a read that
+        ran to its end leaves it (not one a statement was interrupted on)."""
+        from psycopg.pq import TransactionStatus  # only psycopg's engines have a read pool
+
+        dbapi_connection = connection.dbapi_connection
+        if connection.invalidated or dbapi_connection.closed:
+            return False
+        return bool(dbapi_connection.info.transaction_status == TransactionStatus.IDLE)
 
     def discard(self, connection: ReadConnection) -> None:
         """Close a connection taken from the pool (its read failed, or was cut)."""

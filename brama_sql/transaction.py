@@ -241,10 +241,18 @@ class Transactions:
             if connection is None:
                 return self._read_pooled(body, watch)
             assert reads is not None
-            watch.attach(connection.dbapi_connection)
             raw = Raw(connection, self.engine)
             try:
+                watch.attach(connection.dbapi_connection)
                 result = body(raw)
+            except BramaError:
+                # The body's own answer (a connection not registered), raised after its
+                # statements ran: the connection is sound, unless the read left it otherwise.
+                if watch.cut or not reads.between_statements(connection):
+                    reads.discard(connection)
+                else:
+                    reads.give_back(connection)
+                raise
             except BaseException:
                 reads.discard(connection)
                 if raw.invalidated:  # lost: the others, made before, are likely lost too

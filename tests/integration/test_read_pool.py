@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import QueuePool
 
-from brama_sql import AsyncBrama, Brama
+from brama_sql import AsyncBrama, Brama, watchdog
+from brama_sql.errors import NotRegisteredError
 from brama_sql.prepared import Raw
 from brama_sql.read_pool import ReadConnection, ReadPool
 
@@ -225,3 +227,69 @@ async def test_asyncio_engines_read_through_sqlalchemys_pool(db_url: URL) -> Non
         assert await brama.connections() == []
     finally:
         await brama.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_read_that_raises_not_registered_keeps_its_connection(brama: Brama) -> None:
+    # status() of a name that has no row raises NotRegisteredError from the read's body, after
+    # its statement ran: the connection is idle and sound, and must not be closed and opened
+    # anew on every such call (a status page or health check asking for a missing name).
+    brama.register("svc")
+    assert brama.available("svc") is True
+    reads = _read_pool(brama)
+    (connection,) = reads._idle
+    opened = _opened(brama.engine)
+    for _ in range(10):
+        with pytest.raises(NotRegisteredError):
+            brama.status("ghost")
+    assert opened == [], f"{len(opened)} connections opened for 10 reads of a missing name"
+    assert reads._idle == [connection] and not connection.invalidated
+    assert reads._count == 1
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_failed_connect_while_the_pool_let_go_keeps_the_capacity(brama: Brama) -> None:
+    # take() counts a connection before it connects; if the pool lets go of its connections
+    # meanwhile (dispose(), or a lost read in another thread: close() resets the count) and
+    # the connect then fails, the count must not be taken below what close() reset it to.
+    brama.register("svc")
+    reads = _read_pool(brama)
+
+    def refused(_dbapi_connection: Any, _record: Any) -> None:
+        reads.close()  # another thread's dispose() while this connect was under way
+        raise psycopg.OperationalError("connection refused")
+
+    event.listen(brama.engine, "connect", refused)
+    with pytest.raises(psycopg.OperationalError):
+        reads.take()
+    event.remove(brama.engine, "connect", refused)
+    assert reads._count == 0
+    held = [reads.take() for _ in range(reads.capacity + 1)]
+    try:
+        assert held[-1] is None, "more read connections than the documented capacity"
+    finally:
+        for connection in held:
+            if connection is not None:
+                reads.discard(connection)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_an_interrupt_right_after_the_take_neither_leaks_the_connection_nor_its_count(
+    brama: Brama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A KeyboardInterrupt (a signal handler's exception) can arrive at any bytecode: here while
+    # the taken connection is attached to the call's watch, before the read's try block.
+    brama.register("svc")
+    assert brama.available("svc") is True
+    reads = _read_pool(brama)
+    (connection,) = reads._idle
+
+    def interrupted(_watch: Any, _dbapi_connection: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(watchdog.Watch, "attach", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            brama.available("svc")
+    assert connection.invalidated, "the interrupted read's connection was left open"
+    assert reads._count == 0, "its count was never given back: the capacity shrank for good"
