@@ -6,22 +6,21 @@ connection costs a checkout and a check-in (a proxy object, a weak reference, th
 locks, the reset's rollback) and, on PostgreSQL, autocommit switched on and off again: about
 60 µs of Python on this project's machines, as much as the driver spends on the statement
 itself. A :class:`ReadPool` keeps its connections out of SQLAlchemy's pool, in autocommit for
-good, on a stack that a thread pops and pushes back (atomic under the GIL): nothing runs per
-read beyond that.
+good, on a stack that a thread pops and pushes back: nothing runs per read beyond that and a
+lock around the push.
 
 What it keeps, and when it lets go:
 
-- At most ``capacity`` connections (the engine pool's ``size()``, 5 by default), each opened
-  by a copy of the engine's pool made for it (``Pool.recreate()``: the same connect function
-  and event listeners, so the same connect-time session settings) and detached from it: the
-  engine's pool keeps all its connections and its whole capacity for the writes. A read that
-  finds the stack empty while ``capacity`` connections are in use takes a pooled connection,
-  as before.
+- At most ``capacity`` connections (the engine pool's ``size()``, 5 by default), each taken
+  from the engine's pool (so opened with its connect-time session settings and listeners) and
+  detached from it (``detach()``): the pool's place for it is free again, and the pool keeps
+  its whole capacity for the writes. A read that finds the stack empty while ``capacity``
+  connections are in use takes a pooled connection, as before.
 - A connection whose read failed, or that the watchdog cut, is closed, never pushed back. A
   read that answered with one of brama_sql's errors after its statements ran (``status()`` of
   a connection not registered) is no failure of its connection: that one goes back.
   After a lost connection (a server restart or a network reset breaks them all) every idle one
-  is closed too, so that the retry connects anew.
+  is closed too, so that the retry connects anew; not after a cut, which ends one slow read.
 - :meth:`ReadPool.close` closes the idle ones (``dispose()``); one in use then is closed when
   its read ends.
 - In a forked child, :meth:`ReadPool.forked` gives a new, empty pool and keeps the parent's
@@ -95,19 +94,23 @@ class ReadPool:
         """An idle connection, or a new one while fewer than ``capacity`` exist; ``None`` when
         all are in use (the read then takes a pooled connection). A new connection is made in
         the calling thread, under the caller's watch (the pool's ``connect`` event)."""
-        try:
-            return self._idle.pop()
-        except IndexError:
-            pass
+        while True:
+            try:
+                idle = self._idle.pop()
+            except IndexError:
+                break
+            if idle.generation == self._generation:
+                return idle
+            self.discard(idle)  # popped from the stack close() was emptying
         with self._lock:
             if self._count >= self.capacity:
                 return None
             self._count += 1
             generation = self._generation
         try:
-            # A copy of the engine's pool as it is now (with the listeners added since):
-            # its record, left empty by the detach, goes with it.
-            fairy = self.engine.pool.recreate().connect()
+            # Its record goes back to the engine's pool empty: the pool opens a connection
+            # in its place when it next needs one.
+            fairy = self.engine.raw_connection()
             try:
                 dbapi_connection: Any = fairy.dbapi_connection
                 fairy.detach()
@@ -129,9 +132,10 @@ class ReadPool:
     def give_back(self, connection: ReadConnection) -> None:
         """Push a connection whose read succeeded back onto the stack, unless the pool let go
         of its connections since it was taken (then it is closed)."""
-        if connection.generation == self._generation and not connection.invalidated:
-            self._idle.append(connection)
-            return
+        with self._lock:  # not pushed onto the stack close() just emptied
+            if connection.generation == self._generation and not connection.invalidated:
+                self._idle.append(connection)
+                return
         self.discard(connection)
 
     @staticmethod

@@ -255,7 +255,7 @@ class Transactions:
                 raise
             except BaseException:
                 reads.discard(connection)
-                if raw.invalidated:  # lost: the others, made before, are likely lost too
+                if raw.invalidated and not watch.cut:  # lost: the others likely are too
                     reads.close()
                 raise
             if watch.cut:

@@ -236,6 +236,10 @@ def prime(brama: Brama) -> None:
     """Register the connection and fill the pool: three connections held at once, then
     reports from three threads, so that several used connections are pooled, checked in."""
     brama.register(IDENTIFIER, failure_threshold=10**6)
+    # Reads from threads at once: on PostgreSQL they fill brama_sql's read pool, which takes
+    # connections out of the engine's pool (the pool opens others in their place, below).
+    with ThreadPoolExecutor(PRIMING_THREADS) as executor:
+        assert all(executor.map(lambda _: brama.available(IDENTIFIER), range(20)))
     held = [brama.engine.connect() for _ in range(PRIMING_THREADS)]
     for connection in held:
         connection.close()
@@ -258,9 +262,6 @@ def prime(brama: Brama) -> None:
     pool = brama.engine.pool
     assert isinstance(pool, QueuePool)
     assert pool.checkedin() >= 2, pool.status()
-    # Reads too, from threads at once: on PostgreSQL they fill brama_sql's read pool.
-    with ThreadPoolExecutor(PRIMING_THREADS) as executor:
-        assert all(executor.map(lambda _: brama.available(IDENTIFIER), range(20)))
 
 
 def report_in_children(

@@ -59,18 +59,20 @@ def test_reads_reuse_one_autocommit_connection_and_leave_the_engines_pool_alone(
     brama.register("svc")
     pool = brama.engine.pool
     assert isinstance(pool, QueuePool)
-    pooled_before = pool.checkedin()
+    assert brama.available("svc") is True  # the read pool takes its first connection
+    (connection,) = _read_pool(brama)._idle
+    assert connection.dbapi_connection.autocommit is True
+    pooled = pool.checkedin()
     opened = _opened(brama.engine)
+    checkouts: list[Any] = []
+    event.listen(brama.engine, "checkout", lambda *_: checkouts.append(None))
     for _ in range(50):
         assert brama.available("svc") is True
         assert brama.status("svc").state == "unknown"
-    reads = _read_pool(brama)
-    assert len(opened) == 1, "every read but the first found the connection idle"
-    (connection,) = reads._idle
-    assert connection.dbapi_connection is opened[0]
-    assert connection.dbapi_connection.autocommit is True
-    assert pool.checkedout() == 0 and pool.checkedin() == pooled_before
-    with brama.engine.connect() as conn:  # the engine's pool never handed it out
+    assert opened == [] and checkouts == [], "every read found the read connection idle"
+    assert _read_pool(brama)._idle == [connection]
+    assert pool.checkedout() == 0 and pool.checkedin() == pooled
+    with brama.engine.connect() as conn:  # detached: the engine's pool never hands it out
         assert conn.connection.dbapi_connection is not connection.dbapi_connection
 
 
@@ -79,15 +81,11 @@ def test_read_connections_have_the_engines_session_settings_and_listeners(
     make_brama: Callable[..., Brama],
 ) -> None:
     brama = make_brama(lock_timeout=3)
+    tagged = _opened(brama.engine)
     brama.register("svc")
-    tagged: list[Any] = []
-    # Added after the Brama was made: its read connections are opened with it all the same.
-    event.listen(
-        brama.engine, "connect", lambda dbapi_connection, _r: tagged.append(dbapi_connection)
-    )
     assert brama.available("svc") is True
     (connection,) = _read_pool(brama)._idle
-    assert tagged == [connection.dbapi_connection]
+    assert connection.dbapi_connection in tagged  # opened by the engine's pool, its events run
     cursor = connection.dbapi_connection.cursor()
     settings = {}
     for name in ("TimeZone", "jit", "lock_timeout", "idle_in_transaction_session_timeout"):
@@ -253,6 +251,7 @@ def test_a_failed_connect_while_the_pool_let_go_keeps_the_capacity(brama: Brama)
     # meanwhile (dispose(), or a lost read in another thread: close() resets the count) and
     # the connect then fails, the count must not be taken below what close() reset it to.
     brama.register("svc")
+    brama.engine.dispose()  # the pool holds no connection: the take() below opens one
     reads = _read_pool(brama)
 
     def refused(_dbapi_connection: Any, _record: Any) -> None:
