@@ -26,6 +26,9 @@ def system_clock() -> datetime:
 
 def read(clock: Clock) -> datetime:
     """Call ``clock`` and return its time in UTC, refusing naive or non-datetime values."""
+    if clock is system_clock:  # the default: an aware UTC datetime, only its range to check
+        now = datetime.now(timezone.utc)
+        return now if EARLIEST <= now < LATEST else in_range(now, "the clock")
     now = clock()
     if not isinstance(now, datetime):
         raise ArgumentTypeError(f"the clock returned {type(now).__name__}, not a datetime")

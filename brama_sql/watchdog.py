@@ -35,7 +35,6 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger("brama_sql")
@@ -51,14 +50,16 @@ def monotonic() -> float:
     return _REAL_MONOTONIC[0]()
 
 
-@dataclass
 class Watch:
     """One armed call: its deadline (:func:`monotonic`), the connection it uses once it has
     one, and whether the watchdog fired."""
 
-    dbapi_connection: Any
-    deadline: float
-    cut: bool = False
+    __slots__ = ("cut", "dbapi_connection", "deadline")
+
+    def __init__(self, dbapi_connection: Any, deadline: float) -> None:
+        self.dbapi_connection = dbapi_connection
+        self.deadline = deadline
+        self.cut = False
 
     def attach(self, dbapi_connection: Any) -> None:
         """The call uses ``dbapi_connection`` from now on; cut it at once if the deadline has
@@ -78,8 +79,11 @@ variable: tasks sharing a thread, and the greenlets SQLAlchemy runs them in, eac
 own), for :func:`adopt`."""
 _numbers = itertools.count()
 _lock = threading.Lock()
-_wakeup = threading.Condition(threading.Lock())
-"""Guards :data:`_armed` insertions against the thread's look at them, and wakes the thread."""
+_wakeup_lock = threading.Lock()
+_wakeup = threading.Condition(_wakeup_lock)
+"""Guards :data:`_armed` insertions against the thread's look at them, and wakes the thread
+(arming takes its lock, :data:`_wakeup_lock`, directly: the condition's ``with`` is a Python
+call more)."""
 _sleeping_until = math.inf
 """The deadline the thread sleeps until (infinite while nothing is armed)."""
 _thread: threading.Thread | None = None
@@ -108,7 +112,7 @@ class watching:  # used as a function: ``with watching(deadline) as watch``
             return watch  # a bare fork's child: no watchdog (see _start)
         self.number = number = next(_numbers)
         self.outer = _current.set(watch)
-        with _wakeup:
+        with _wakeup_lock:
             _armed[number] = watch
             if watch.deadline < _sleeping_until:
                 _wakeup.notify()
@@ -198,9 +202,10 @@ def _start(pid: int | None = None) -> bool:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _wakeup, _sleeping_until, _forked_into
+    global _lock, _wakeup, _wakeup_lock, _sleeping_until, _forked_into
     _lock = threading.Lock()  # a thread of the parent may have held them at the fork
-    _wakeup = threading.Condition(threading.Lock())
+    _wakeup_lock = threading.Lock()
+    _wakeup = threading.Condition(_wakeup_lock)
     _sleeping_until = math.inf
     _forked_into = os.getpid()
 
