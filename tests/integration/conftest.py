@@ -84,6 +84,15 @@ def row_locked(db_url: URL, identifier: str = "svc") -> Iterator[Connection]:
 
 
 @pytest.fixture
+def admin(db_url: URL) -> Iterator[Connection]:
+    """An autocommit connection to the test database that can end the others' sessions."""
+    engine = create_engine(db_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        yield conn
+    engine.dispose()
+
+
+@pytest.fixture
 def hold_row_lock(db_url: URL) -> Callable[..., AbstractContextManager[Connection]]:
     """``with hold_row_lock(identifier="svc"):`` another connection holds that row's lock."""
     return functools.partial(row_locked, db_url)

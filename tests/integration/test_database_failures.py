@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, suppress
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -185,15 +185,6 @@ def _kill(admin: Connection, dialect: str, backend: int) -> None:
     else:
         with suppress(DBAPIError):  # it may have ended by itself meanwhile
             admin.exec_driver_sql(f"KILL {int(backend)}")
-
-
-@pytest.fixture
-def admin(db_url: URL) -> Iterator[Connection]:
-    """An autocommit connection to the test database that kills the others."""
-    engine = create_engine(db_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        yield conn
-    engine.dispose()
 
 
 def _next_waiter(admin: Connection, dialect: str, database: str, seen: set[int]) -> int:

@@ -9,7 +9,7 @@ SQLAlchemy's pool (checked here too)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,15 +41,6 @@ def _opened(engine: Engine) -> list[Any]:
         engine, "connect", lambda dbapi_connection, _record: opened.append(dbapi_connection)
     )
     return opened
-
-
-@pytest.fixture
-def admin(db_url: URL) -> Iterator[Connection]:
-    """An autocommit connection to the test database that can end the others' sessions."""
-    engine = create_engine(db_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        yield conn
-    engine.dispose()
 
 
 @pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
