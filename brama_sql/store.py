@@ -1100,20 +1100,41 @@ def _over_tail(column: Any) -> Any:
     return _in_log_order(select(column)).where(TAIL_RANGE).scalar_subquery()
 
 
+_OWN_SUCCESSES = bindparam("own_successes", type_=connections.c.successes.type)
+_OWN_LAST_SUCCESS_AT = bindparam("own_last_success_at", type_=UTCDateTime())
+_OWN_LAST_EVENT_AT = bindparam("own_last_event_at", type_=UTCDateTime())
+_TAIL_SUMMARY = (
+    select(
+        bindparam("row_id", type_=connections.c.id.type).label("row_id"),
+        func.count().label("successes"),
+        latest_occurred_at().label("latest"),
+    )
+    .where(TAIL_RANGE)
+    .subquery("tail")
+)
+"""The tail's count and latest time, read once (PostgreSQL's ``UPDATE ... FROM``), with the
+row's id to join on."""
 SAVE_ROW_FOLDING = Prepared(
     update(connections)
     .where(connections.c.id == bindparam("row_id"))
     .values(
         tallied_through=NEWEST_EVENT,
-        successes=bindparam("own_successes", type_=connections.c.successes.type)
-        + _over_tail(func.count()),
-        last_success_at=_later(
-            bindparam("own_last_success_at", type_=UTCDateTime()), _over_tail(latest_occurred_at())
-        ),
-        last_event_at=_later(
-            bindparam("own_last_event_at", type_=UTCDateTime()), _over_tail(latest_occurred_at())
-        ),
-    )
+        successes=_OWN_SUCCESSES + _over_tail(func.count()),
+        last_success_at=_later(_OWN_LAST_SUCCESS_AT, _over_tail(latest_occurred_at())),
+        last_event_at=_later(_OWN_LAST_EVENT_AT, _over_tail(latest_occurred_at())),
+    ),
+    variants={
+        # The tail summarised by one subquery in the UPDATE's FROM (an aggregate: exactly one
+        # row), where the portable statement reads it by five scalar subqueries.
+        "postgresql": update(connections)
+        .where(connections.c.id == bindparam("row_id"), connections.c.id == _TAIL_SUMMARY.c.row_id)
+        .values(
+            tallied_through=NEWEST_EVENT,
+            successes=_OWN_SUCCESSES + _TAIL_SUMMARY.c.successes,
+            last_success_at=_later(_OWN_LAST_SUCCESS_AT, _TAIL_SUMMARY.c.latest),
+            last_event_at=_later(_OWN_LAST_EVENT_AT, _TAIL_SUMMARY.c.latest),
+        )
+    },
 )
 """Write a row locked exclusively as :data:`SAVE_ROW` does, folding in the tail its UPDATE
 finds (one round trip less than reading it first): the tail's successes and latest time are
