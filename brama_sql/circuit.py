@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from brama_sql.window import Window
+
+Frozen = TypeVar("Frozen")
+
+
+def replace(instance: Frozen, **changes: Any) -> Frozen:
+    """:func:`dataclasses.replace` for this module's frozen records and the tallies, none of
+    which has a ``__post_init__`` or a field left out of ``__init__``: a copy of the instance's
+    fields with ``changes`` applied, without the per-call look at the class's fields that made
+    ``dataclasses.replace`` a tenth of an exclusive report's Python."""
+    known: dict[str, Any] = instance.__dataclass_fields__  # type: ignore[attr-defined]
+    assert changes.keys() <= known.keys(), changes
+    made: Any = object.__new__(type(instance))
+    made.__dict__.update(instance.__dict__, **changes)
+    return made  # type: ignore[no-any-return]
 
 
 class _Text(str, enum.Enum):

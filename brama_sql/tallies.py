@@ -12,11 +12,11 @@ pure value: no I/O here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from brama_sql.circuit import Kind
+from brama_sql.circuit import Kind, replace
 from brama_sql.columns import Reader
 
 COLUMNS = (
