@@ -193,6 +193,26 @@ def test_a_connection_in_use_while_the_pool_let_go_is_closed_when_its_read_ends(
     assert taken.invalidated and reads._idle == [] and reads._count == 0
 
 
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_connection_from_before_a_close_found_on_the_stack_is_closed_not_handed_out(
+    brama: Brama,
+) -> None:
+    # A thread that popped the old stack just as close() swapped it can leave an old
+    # connection where take() finds it: its generation tells, and it is closed.
+    brama.register("svc")
+    reads = _read_pool(brama)
+    old = reads.take()
+    assert isinstance(old, ReadConnection)
+    reads.close()
+    reads._idle.append(old)
+    fresh = reads.take()
+    assert isinstance(fresh, ReadConnection) and fresh is not old
+    assert old.invalidated and old.dbapi_connection.closed
+    assert reads._idle == [] and reads._count == 1
+    reads.give_back(fresh)
+    assert brama.available("svc") is True and reads._idle == [fresh]
+
+
 def test_other_engines_read_through_sqlalchemys_pool(
     make_brama: Callable[..., Brama], db_url: URL, dialect: str
 ) -> None:
