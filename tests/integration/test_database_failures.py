@@ -94,8 +94,11 @@ def test_a_stuck_lock_makes_a_report_give_up_quickly(
     hold_row_lock: Callable[..., AbstractContextManager[Connection]],
     policy: str,
 ) -> None:
+    # Registered by an instance with the default limits: with a 1 s lock wait, the server ends
+    # a transaction left idle for 0.5 s, and a pause of the test process (a garbage collection
+    # late in the suite) then fails the setup instead of the call under test.
+    make_brama().register("svc")
     brama = make_brama(lock_timeout=1, on_db_error=policy)
-    brama.register("svc")
     before = len(brama.events())
     with hold_row_lock():
         started = time.monotonic()
