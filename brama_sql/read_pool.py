@@ -26,20 +26,80 @@ What it keeps, and when it lets go:
 - In a forked child, :meth:`ReadPool.forked` gives a new, empty pool and keeps the parent's
   connections alive there, untouched (see :mod:`brama_sql.fork`).
 
-Only for psycopg 3 (PostgreSQL, synchronous), the one driver brama_sql runs its reads outside a
-transaction on; other engines read through SQLAlchemy's pool.
+The drivers it knows (:data:`DRIVERS`): psycopg 3 (PostgreSQL, synchronous), PyMySQL
+(MariaDB/MySQL) and sqlite3 (an SQLite file). Every statement of a read then runs in a
+transaction of its own, which is all any read of brama_sql needs (each reads one snapshot; on
+MariaDB and MySQL the session's READ COMMITTED gives the reads in a transaction no more than
+that). On MariaDB it also spares the ``ROLLBACK`` round trip of each check-in. Other engines
+(asyncio drivers, other DBAPI drivers, an in-memory SQLite database's one shared connection)
+read through SQLAlchemy's pool.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
-from brama_sql import fork
+from brama_sql import fork, watchdog
+
+
+class Driver(Protocol):
+    """How the read pool keeps one DBAPI driver's connections in autocommit."""
+
+    def autocommit(self, dbapi_connection: Any) -> None:
+        """Switch the connection to autocommit, for good."""
+
+    def between_statements(self, dbapi_connection: Any) -> bool:
+        """Whether the connection is open and idle, outside any transaction."""
+
+
+class _Psycopg:
+    def autocommit(self, dbapi_connection: Any) -> None:
+        dbapi_connection.autocommit = True
+
+    def between_statements(self, dbapi_connection: Any) -> bool:
+        from psycopg.pq import TransactionStatus  # only psycopg's engines use this driver
+
+        if dbapi_connection.closed:
+            return False
+        return bool(dbapi_connection.info.transaction_status == TransactionStatus.IDLE)
+
+
+class _PyMySQL:
+    def autocommit(self, dbapi_connection: Any) -> None:
+        dbapi_connection.autocommit(True)  # one round trip, when the connection is taken
+
+    def between_statements(self, dbapi_connection: Any) -> bool:
+        from pymysql.constants.SERVER_STATUS import SERVER_STATUS_IN_TRANS
+
+        if not dbapi_connection.open:
+            return False
+        return not dbapi_connection.server_status & SERVER_STATUS_IN_TRANS
+
+
+class _Sqlite3:
+    def autocommit(self, dbapi_connection: Any) -> None:
+        # brama_sql's SQLite engines set this as they connect (they begin transactions
+        # themselves); the driver then begins none.
+        dbapi_connection.isolation_level = None
+
+    def between_statements(self, dbapi_connection: Any) -> bool:
+        try:
+            return not dbapi_connection.in_transaction
+        except Exception:  # closed
+            return False
+
+
+DRIVERS: dict[tuple[str, str], Driver] = {
+    ("postgresql", "psycopg"): _Psycopg(),
+    ("mysql", "pymysql"): _PyMySQL(),
+    ("sqlite", "pysqlite"): _Sqlite3(),
+}
+"""The drivers a read pool is made for, by SQLAlchemy's dialect and driver names."""
 
 
 class ReadConnection:
@@ -67,9 +127,10 @@ class ReadConnection:
 class ReadPool:
     """The connections an owned engine keeps for its reads (see the module's docs)."""
 
-    def __init__(self, engine: Engine, capacity: int) -> None:
+    def __init__(self, engine: Engine, capacity: int, driver: Driver) -> None:
         self.engine = engine
         self.capacity = capacity
+        self.driver = driver
         self._idle: list[ReadConnection] = []
         self._count = 0
         """The connections made and not closed yet, idle or in use."""
@@ -79,21 +140,23 @@ class ReadPool:
     @classmethod
     def of(cls, engine: Engine, owns_engine: bool) -> ReadPool | None:
         """The read pool of ``engine``, or ``None`` where reads take pooled connections: an
-        engine the host passed in (its pool and its events are the host's), a driver other
-        than synchronous psycopg, a pool that is not a queue (one shared connection, one per
-        thread, none kept)."""
+        engine the host passed in (its pool and its events are the host's), a driver not in
+        :data:`DRIVERS` (an asyncio one), a pool that is not a queue (one shared connection,
+        one per thread, none kept)."""
         dialect = engine.dialect
         pool = engine.pool
-        if not owns_engine or dialect.name != "postgresql" or dialect.driver != "psycopg":
+        driver = DRIVERS.get((dialect.name, dialect.driver))
+        if not owns_engine or driver is None or dialect.is_async:
             return None
-        if dialect.is_async or not isinstance(pool, QueuePool) or pool.size() < 1:
+        if not isinstance(pool, QueuePool) or pool.size() < 1:
             return None
-        return cls(engine, pool.size())
+        return cls(engine, pool.size(), driver)
 
     def take(self) -> ReadConnection | None:
         """An idle connection, or a new one while fewer than ``capacity`` exist; ``None`` when
         all are in use (the read then takes a pooled connection). A new connection is made in
-        the calling thread, under the caller's watch (the pool's ``connect`` event)."""
+        the calling thread, and switched to autocommit, under the caller's watch (see
+        :func:`brama_sql.watchdog.adopt`)."""
         while True:
             try:
                 idle = self._idle.pop()
@@ -111,16 +174,14 @@ class ReadPool:
             # Its record goes back to the engine's pool empty: the pool opens a connection
             # in its place when it next needs one.
             fairy = self.engine.raw_connection()
+            dbapi_connection: Any = fairy.dbapi_connection
             try:
-                dbapi_connection: Any = fairy.dbapi_connection
+                # A round trip on PyMySQL: under the call's watch, as the connect is.
+                watchdog.adopt(dbapi_connection)
+                self.driver.autocommit(dbapi_connection)
                 fairy.detach()
-            except BaseException:
-                fairy.close()
-                raise
-            try:
-                dbapi_connection.autocommit = True
-            except BaseException:
-                _close(dbapi_connection)
+            except BaseException as error:
+                self._throw_away(fairy, dbapi_connection, error)
                 raise
         except BaseException:
             with self._lock:
@@ -128,6 +189,19 @@ class ReadPool:
                     self._count -= 1
             raise
         return ReadConnection(dbapi_connection, generation)
+
+    def _throw_away(self, fairy: Any, dbapi_connection: Any, error: BaseException) -> None:
+        """Close a pooled connection whose switch to autocommit failed (never back into the
+        pool half switched). A lost one (a pooled connection the server closed, or that a
+        network reset broke) also marks every connection the pool made before it, as
+        SQLAlchemy does: the retry then connects anew instead of taking the next broken one."""
+        dialect = self.engine.dialect
+        if isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+            error, dbapi_connection, None
+        ):
+            self.engine.pool._invalidate(fairy, error)
+        else:
+            fairy.invalidate(error)
 
     def give_back(self, connection: ReadConnection) -> None:
         """Push a connection whose read succeeded back onto the stack, unless the pool let go
@@ -138,16 +212,12 @@ class ReadPool:
                 return
         self.discard(connection)
 
-    @staticmethod
-    def between_statements(connection: ReadConnection) -> bool:
+    def between_statements(self, connection: ReadConnection) -> bool:
         """Whether ``connection`` is open and idle, outside any transaction, as a read that
         ran to its end leaves it (not one a statement was interrupted on)."""
-        from psycopg.pq import TransactionStatus  # only psycopg's engines have a read pool
-
-        dbapi_connection = connection.dbapi_connection
-        if connection.invalidated or dbapi_connection.closed:
+        if connection.invalidated:
             return False
-        return bool(dbapi_connection.info.transaction_status == TransactionStatus.IDLE)
+        return self.driver.between_statements(connection.dbapi_connection)
 
     def discard(self, connection: ReadConnection) -> None:
         """Close a connection taken from the pool (its read failed, or was cut)."""
@@ -172,7 +242,7 @@ class ReadPool:
         is kept alive and never touched again (closing a connection there could end the
         parent's session on the server)."""
         fork.abandon(self)
-        return ReadPool(self.engine, self.capacity)
+        return ReadPool(self.engine, self.capacity, self.driver)
 
 
 def _close(dbapi_connection: Any) -> None:

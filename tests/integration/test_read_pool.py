@@ -1,10 +1,11 @@
-"""The read pool (``brama_sql/read_pool.py``) on PostgreSQL: reads reuse a few autocommit
-connections of their own, made with the engine's session settings and listeners, at most the
-engine pool's size of them, and never at the expense of the engine's pool; a connection the
-server ended is replaced without an error, and ``dispose()`` closes them.
+"""The read pool (``brama_sql/read_pool.py``) on each driver it knows (psycopg, PyMySQL,
+sqlite3): reads reuse a few autocommit connections of their own, made with the engine's session
+settings and listeners, at most the engine pool's size of them, and never at the expense of the
+engine's pool; a connection the server ended is replaced without an error, and ``dispose()``
+closes them.
 
-Other engines have none: MariaDB, SQLite, a host's engine and the asyncio engines read through
-SQLAlchemy's pool (checked here too)."""
+Other engines have none: a host's engine, an in-memory SQLite database and the asyncio engines
+read through SQLAlchemy's pool (checked here too)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine
@@ -34,6 +34,37 @@ def _read_pool(brama: Brama) -> ReadPool:
     return reads
 
 
+def _in_autocommit(dbapi_connection: Any) -> bool:
+    """Whether a driver connection runs each statement in a transaction of its own."""
+    if hasattr(dbapi_connection, "pgconn"):  # psycopg
+        return dbapi_connection.autocommit is True
+    if hasattr(dbapi_connection, "get_autocommit"):  # PyMySQL
+        return dbapi_connection.get_autocommit() is True
+    return dbapi_connection.isolation_level is None  # sqlite3: begins no transaction itself
+
+
+def _closed(dbapi_connection: Any) -> bool:
+    """Whether a driver connection was closed."""
+    if hasattr(dbapi_connection, "pgconn"):
+        return bool(dbapi_connection.closed)
+    if hasattr(dbapi_connection, "get_autocommit"):
+        return not dbapi_connection.open
+    try:
+        dbapi_connection.in_transaction  # noqa: B018  sqlite3 refuses it once closed
+    except Exception:
+        return True
+    return False
+
+
+def _end_session(admin: Connection, dbapi_connection: Any) -> None:
+    """End a server session from the server's side, as an administrator or a restart would."""
+    if admin.dialect.name == "postgresql":
+        pid = dbapi_connection.info.backend_pid
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    else:
+        admin.exec_driver_sql(f"KILL {int(dbapi_connection.thread_id())}")
+
+
 def _opened(engine: Engine) -> list[Any]:
     """The DBAPI connections ``engine`` opens from now on (its pool's and its read pool's)."""
     opened: list[Any] = []
@@ -43,7 +74,6 @@ def _opened(engine: Engine) -> list[Any]:
     return opened
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_reads_reuse_one_autocommit_connection_and_leave_the_engines_pool_alone(
     brama: Brama,
 ) -> None:
@@ -52,7 +82,7 @@ def test_reads_reuse_one_autocommit_connection_and_leave_the_engines_pool_alone(
     assert isinstance(pool, QueuePool)
     assert brama.available("svc") is True  # the read pool takes its first connection
     (connection,) = _read_pool(brama)._idle
-    assert connection.dbapi_connection.autocommit is True
+    assert _in_autocommit(connection.dbapi_connection)
     pooled = pool.checkedin()
     opened = _opened(brama.engine)
     checkouts: list[Any] = []
@@ -67,9 +97,27 @@ def test_reads_reuse_one_autocommit_connection_and_leave_the_engines_pool_alone(
         assert conn.connection.dbapi_connection is not connection.dbapi_connection
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+SESSION_SETTINGS = {
+    "postgresql": (
+        [f"SHOW {name}" for name in ("TimeZone", "jit", "lock_timeout")]
+        + ["SHOW idle_in_transaction_session_timeout"],
+        ["UTC", "off", "3s", "1500ms"],
+    ),
+    "mysql": (
+        [
+            "SELECT @@session.innodb_lock_wait_timeout",
+            "SELECT @@session.idle_transaction_timeout",
+            "SELECT @@session.tx_isolation",
+        ],
+        [3, 2, "READ-COMMITTED"],
+    ),
+    "sqlite": (["PRAGMA busy_timeout", "PRAGMA journal_mode"], [3000, "wal"]),
+}
+"""What an engine brama_sql builds sets on each connection it opens, with a 3 s lock wait."""
+
+
 def test_read_connections_have_the_engines_session_settings_and_listeners(
-    make_brama: Callable[..., Brama],
+    make_brama: Callable[..., Brama], dialect: str
 ) -> None:
     brama = make_brama(lock_timeout=3)
     tagged = _opened(brama.engine)
@@ -78,20 +126,15 @@ def test_read_connections_have_the_engines_session_settings_and_listeners(
     (connection,) = _read_pool(brama)._idle
     assert connection.dbapi_connection in tagged  # opened by the engine's pool, its events run
     cursor = connection.dbapi_connection.cursor()
-    settings = {}
-    for name in ("TimeZone", "jit", "lock_timeout", "idle_in_transaction_session_timeout"):
-        cursor.execute(f"SHOW {name}")
-        settings[name] = cursor.fetchone()[0]
+    queries, expected = SESSION_SETTINGS[dialect]
+    found = []
+    for query in queries:
+        cursor.execute(query)
+        found.append(cursor.fetchone()[0])
     cursor.close()
-    assert settings == {
-        "TimeZone": "UTC",
-        "jit": "off",
-        "lock_timeout": "3s",
-        "idle_in_transaction_session_timeout": "1500ms",
-    }
+    assert found == expected
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_readers_beyond_its_capacity_take_pooled_connections(brama: Brama) -> None:
     brama.register("svc")
     reads = _read_pool(brama)
@@ -121,7 +164,11 @@ def test_readers_beyond_its_capacity_take_pooled_connections(brama: Brama) -> No
     assert on_read_pool, "no reader ever fell back to the engine's pool"
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+SERVERS = pytest.mark.parametrize("dialect", ["postgresql", "mysql"], indirect=True)
+"""For what only a server does: end a session from its side."""
+
+
+@SERVERS
 def test_a_read_connection_the_server_ended_is_replaced_without_an_error(
     brama: Brama, admin: Connection
 ) -> None:
@@ -129,18 +176,17 @@ def test_a_read_connection_the_server_ended_is_replaced_without_an_error(
     brama.available("svc")
     reads = _read_pool(brama)
     (connection,) = reads._idle
-    backend = connection.dbapi_connection.info.backend_pid
-    admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    _end_session(admin, connection.dbapi_connection)
     opened = _opened(brama.engine)
     assert brama.available("svc") is True  # tried again on a new connection
-    assert connection.invalidated and connection.dbapi_connection.closed
+    assert connection.invalidated and _closed(connection.dbapi_connection)
     assert len(opened) == 1
     (replacement,) = reads._idle
     assert replacement.dbapi_connection is opened[0]
     assert reads._count == 1
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+@SERVERS
 def test_a_lost_read_connection_closes_the_idle_ones(brama: Brama, admin: Connection) -> None:
     brama.register("svc")
     reads = _read_pool(brama)
@@ -149,16 +195,13 @@ def test_a_lost_read_connection_closes_the_idle_ones(brama: Brama, admin: Connec
         assert connection is not None
         reads.give_back(connection)
     top = reads._idle[-1]
-    admin.execute(
-        text("SELECT pg_terminate_backend(:pid)"), {"pid": top.dbapi_connection.info.backend_pid}
-    )
+    _end_session(admin, top.dbapi_connection)
     assert brama.available("svc") is True
     assert all(connection.invalidated for connection in held)
     assert len(reads._idle) == 1 and reads._count == 1
     assert reads._idle[0] not in held
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_a_failed_read_never_goes_back_and_dispose_closes_the_idle_ones(brama: Brama) -> None:
     brama.register("svc")
     reads = _read_pool(brama)
@@ -174,13 +217,12 @@ def test_a_failed_read_never_goes_back_and_dispose_closes_the_idle_ones(brama: B
     brama.available("svc")
     (second,) = reads._idle
     brama.dispose()
-    assert second.invalidated and second.dbapi_connection.closed
+    assert second.invalidated and _closed(second.dbapi_connection)
     assert reads._idle == [] and reads._count == 0
     assert brama.available("svc") is True  # usable after dispose(), as the engine is
     assert len(reads._idle) == 1
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_a_connection_in_use_while_the_pool_let_go_is_closed_when_its_read_ends(
     brama: Brama,
 ) -> None:
@@ -193,7 +235,6 @@ def test_a_connection_in_use_while_the_pool_let_go_is_closed_when_its_read_ends(
     assert taken.invalidated and reads._idle == [] and reads._count == 0
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_a_connection_from_before_a_close_found_on_the_stack_is_closed_not_handed_out(
     brama: Brama,
 ) -> None:
@@ -207,7 +248,7 @@ def test_a_connection_from_before_a_close_found_on_the_stack_is_closed_not_hande
     reads._idle.append(old)
     fresh = reads.take()
     assert isinstance(fresh, ReadConnection) and fresh is not old
-    assert old.invalidated and old.dbapi_connection.closed
+    assert old.invalidated and _closed(old.dbapi_connection)
     assert reads._idle == [] and reads._count == 1
     reads.give_back(fresh)
     assert brama.available("svc") is True and reads._idle == [fresh]
@@ -216,7 +257,13 @@ def test_a_connection_from_before_a_close_found_on_the_stack_is_closed_not_hande
 def test_other_engines_read_through_sqlalchemys_pool(
     make_brama: Callable[..., Brama], db_url: URL, dialect: str
 ) -> None:
-    assert (make_brama()._transactions._read_pool is not None) is (dialect == "postgresql")
+    assert make_brama()._transactions._read_pool is not None
+    if dialect == "sqlite":  # one connection shared by every thread: nothing to set aside
+        memory = Brama("sqlite://")
+        try:
+            assert memory._transactions._read_pool is None
+        finally:
+            memory.dispose()
     host = create_engine(db_url)
     hosted = Brama(host)
     try:
@@ -238,7 +285,6 @@ async def test_asyncio_engines_read_through_sqlalchemys_pool(db_url: URL) -> Non
         await brama.dispose()
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_a_read_that_raises_not_registered_keeps_its_connection(brama: Brama) -> None:
     # status() of a name that has no row raises NotRegisteredError from the read's body, after
     # its statement ran: the connection is idle and sound, and must not be closed and opened
@@ -256,7 +302,6 @@ def test_a_read_that_raises_not_registered_keeps_its_connection(brama: Brama) ->
     assert reads._count == 1
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_a_failed_connect_while_the_pool_let_go_keeps_the_capacity(brama: Brama) -> None:
     # take() counts a connection before it connects; if the pool lets go of its connections
     # meanwhile (dispose(), or a lost read in another thread: close() resets the count) and
@@ -264,13 +309,14 @@ def test_a_failed_connect_while_the_pool_let_go_keeps_the_capacity(brama: Brama)
     brama.register("svc")
     brama.engine.dispose()  # the pool holds no connection: the take() below opens one
     reads = _read_pool(brama)
+    refusal = brama.engine.dialect.loaded_dbapi.OperationalError
 
     def refused(_dbapi_connection: Any, _record: Any) -> None:
         reads.close()  # another thread's dispose() while this connect was under way
-        raise psycopg.OperationalError("connection refused")
+        raise refusal("connection refused")
 
     event.listen(brama.engine, "connect", refused)
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(refusal):
         reads.take()
     event.remove(brama.engine, "connect", refused)
     assert reads._count == 0
@@ -283,7 +329,6 @@ def test_a_failed_connect_while_the_pool_let_go_keeps_the_capacity(brama: Brama)
                 reads.discard(connection)
 
 
-@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
 def test_an_interrupt_right_after_the_take_neither_leaks_the_connection_nor_its_count(
     brama: Brama, monkeypatch: pytest.MonkeyPatch
 ) -> None:
