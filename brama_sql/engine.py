@@ -90,8 +90,10 @@ def build(
             json_deserializer=load_json,
             isolation_level="READ COMMITTED",
             connect_args=_mysql_arguments(parsed, lock_timeout, io_timeout),
+            pool_reset_on_return=None,  # see _roll_back_unless_ended
         )
         _prepare_mysql_sessions(engine, lock_timeout, io_timeout)
+        _roll_back_unless_ended(engine)
         return engine
     if backend != "sqlite":
         return create_engine(parsed, pool_pre_ping=True, json_deserializer=load_json)
@@ -264,6 +266,35 @@ def _prepare_mysql_sessions(engine: Engine, lock_timeout: float, io_timeout: flo
             dbapi_connection._read_timeout = backstop
         if "write_timeout" not in given and hasattr(dbapi_connection, "_write_timeout"):
             dbapi_connection._write_timeout = backstop
+
+
+ENDED = "brama_sql_ended"
+"""Key in a pooled MySQL/MariaDB connection's ``info``: its last statement was the COMMIT or
+ROLLBACK that ended a write transaction of brama_sql's (see :func:`_roll_back_unless_ended`)."""
+
+
+def _roll_back_unless_ended(engine: Engine) -> None:
+    """On MySQL/MariaDB, roll a connection back as it goes back to the pool (SQLAlchemy's
+    reset) unless brama_sql's own write just ended its transaction on it (committed it, or
+    rolled it back after the body's own error): the driver sends every ``ROLLBACK`` to the
+    server, a round trip per call that ended nothing. Every other connection is rolled back as
+    SQLAlchemy would (a read, a write whose statement or rollback failed, a host's use), and so
+    is one whose server still reports a transaction open (PyMySQL keeps the flag of the
+    server's last reply)."""
+
+    @event.listens_for(engine, "reset")
+    def _reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        ended = record.info.pop(ENDED, False)
+        if state.transaction_was_reset or not state.asyncio_safe:
+            return  # as SQLAlchemy's own reset: the Connection already rolled back
+        status = getattr(dbapi_connection, "server_status", None)
+        if ended and (status is None or not status & _SERVER_STATUS_IN_TRANS):
+            return
+        dbapi_connection.rollback()
+
+
+_SERVER_STATUS_IN_TRANS = 1
+"""MySQL's ``SERVER_STATUS_IN_TRANS`` flag of a reply's status."""
 
 
 def _unless_in(url: URL, arguments: dict[str, Any], **defaults: Any) -> dict[str, Any]:

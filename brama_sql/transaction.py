@@ -87,6 +87,10 @@ class Transactions:
         for made in ("first_connect", "connect"):  # before the dialect's and ours
             event.listen(engine, made, watchdog.adopt, insert=True)
         self._schema_checked = False
+        dialect = engine.dialect
+        self._marks_ends = owns_engine and dialect.name == "mysql" and not dialect.is_async
+        """Whether a write whose transaction ended tells the pool it needs no rollback at
+        check-in (see :func:`brama_sql.engine._roll_back_unless_ended`)."""
         self._read_pool = ReadPool.of(engine, owns_engine)
         """Where reads take their connections, on an engine that has one (see
         :mod:`brama_sql.read_pool`); else from the engine's pool."""
@@ -397,6 +401,15 @@ class Transactions:
             if committing and write:
                 raise _CommitUnknown(result, error) from error
             raise
+        except Exception:
+            # The body's own answer (a connection not registered, a healthy success that needs
+            # the exclusive lock): the transaction was rolled back (a rollback that failed
+            # raises its own DBAPIError instead).
+            if self._marks_ends:
+                conn.info[engines.ENDED] = True
+            raise
+        if self._marks_ends:
+            conn.info[engines.ENDED] = True  # committed: nothing to roll back at check-in
         return result
 
     def _prepare_session(self, conn: Connection) -> None:

@@ -112,3 +112,62 @@ def test_the_lock_wait_limit_survives_rolled_back_calls(
         waited = time.monotonic() - started
     assert 0.5 < waited < 10
     assert brama.status("svc").total_failures == 0
+
+
+MARIADB = pytest.mark.parametrize("dialect", ["mysql"], indirect=True)
+
+
+def _session(brama: Brama) -> tuple[int, int, int]:
+    """The write connection's session as brama_sql left it in the pool: whether a transaction
+    is open, and how many COMMITs and ROLLBACKs it ran. Calls from one thread use one pooled
+    connection (the reads take theirs from the read pool)."""
+    pool = brama.engine.pool
+    assert pool.checkedin() == 1
+    with brama.engine.connect() as conn:
+        open_transaction = conn.exec_driver_sql("SELECT @@in_transaction").scalar_one()
+        counts = dict(
+            conn.exec_driver_sql(
+                "SHOW SESSION STATUS WHERE Variable_name IN ('Com_commit', 'Com_rollback')"
+            ).all()
+        )
+        conn.rollback()
+    return int(open_transaction), int(counts["Com_commit"]), int(counts["Com_rollback"])
+
+
+@MARIADB
+def test_a_write_that_ended_its_transaction_sends_no_rollback_as_its_connection_goes_back(
+    brama: Brama,
+) -> None:
+    # PyMySQL sends every ROLLBACK to the server: the pool's reset after a COMMIT was a round
+    # trip per call that ended nothing.
+    brama.register("svc", failure_threshold=100)
+    _, commits_before, rollbacks_before = _session(brama)
+    for _ in range(5):
+        brama.failure("svc")
+        brama.success("svc")
+    open_transaction, commits, rollbacks = _session(brama)
+    commits, rollbacks = commits - commits_before, rollbacks - rollbacks_before
+    assert open_transaction == 0
+    assert commits == 10
+    # Each success after a failure first tried the shared lock, found a failure counted and
+    # rolled back (once: the pool's reset sends no second ROLLBACK) to take the exclusive one.
+    # (The look at the session above ended with a ROLLBACK of its own, and its check-in.)
+    assert rollbacks == 5 + 2
+
+
+@MARIADB
+def test_a_write_that_failed_is_rolled_back_as_its_connection_goes_back(
+    make_brama: Callable[..., Brama],
+    hold_row_lock: Callable[..., AbstractContextManager[Connection]],
+) -> None:
+    brama = make_brama(lock_timeout=1)
+    brama.register("svc")
+    with pytest.raises(NotRegisteredError):  # its locking read began a transaction
+        brama.failure("unknown")
+    open_transaction, _, rollbacks = _session(brama)
+    assert open_transaction == 0 and rollbacks >= 1
+    with hold_row_lock(), pytest.raises(BramaDatabaseError, match="failure"):
+        brama.failure("svc")  # a lock wait that ran out
+    assert _session(brama)[0] == 0
+    brama.failure("svc")
+    assert brama.status("svc").total_failures == 1
