@@ -1,14 +1,17 @@
 """Opt-in batched reporting: successes of a healthy circuit kept back for a short window and
-written together, one transaction per connection.
+written together, the batches of every connection due at once in one transaction.
 
 With ``Brama(batch_reports=w)``, a ``success()`` on a circuit this process saw closed with no
 failures counted, within ``w`` seconds, is not written at once: it joins its connection's
 batch, stamped with the time it happened and its caller, and returns ``None``. A batch is
-written at most ``w`` seconds after its first success by this process's flusher thread, before
-any other write this process makes to the same connection (so the log keeps the order in which
-this process reported), on :meth:`Batcher.flush` (``Brama.flush()``), and at exit. Everything
-else is written at once: failures, successes of a circuit that is not healthy or not seen
-lately (they may change the state), manual actions.
+written at most ``w`` seconds after its first success by this process's flusher thread (which
+writes every batch due then, of however many connections, in one transaction: see
+:meth:`~brama_sql.store.Store.record_successes`), before any other write this process makes to
+the same connection (so the log keeps the order in which this process reported: that write
+waits for a batch of its connection being written by another thread), on
+:meth:`Batcher.flush` (``Brama.flush()``), and at exit. Everything else is written at once:
+failures, successes of a circuit that is not healthy or not seen lately (they may change the
+state), manual actions.
 
 What it costs: a process that dies without exiting (killed, power lost) loses the successes
 of its last ``w`` seconds; other processes' ``status()`` counts successes up to ``w`` late; a
@@ -27,7 +30,7 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from brama_sql import watchdog
@@ -37,8 +40,11 @@ from brama_sql.store import Buffered
 
 logger = logging.getLogger("brama_sql")
 
-Write = Callable[[Identity, list[Buffered]], None]
-"""Writes one connection's batch (:meth:`~brama_sql.store.Store.record_successes`)."""
+Dropped = Sequence[tuple[Identity, Sequence[Buffered], BramaError]]
+"""Batches that could not be written, each with its error."""
+Write = Callable[[list[tuple[Identity, list[Buffered]]]], Dropped]
+"""Writes the batches of several connections; returns those it could not write, with their
+errors, and raises when it wrote none (:meth:`~brama_sql.store.Store.record_successes`)."""
 
 
 class Batcher:
@@ -49,6 +55,8 @@ class Batcher:
         self.window = window
         self._batches: dict[Identity, list[Buffered]] = {}
         self._due: dict[Identity, float] = {}
+        self._writing: set[Identity] = set()
+        """The connections whose batch a thread is writing (taken, not written yet)."""
         self._lock = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -66,30 +74,52 @@ class Batcher:
         self._start()
 
     def flush(self, identity: Identity | None = None) -> None:
-        """Write the batch of ``identity`` (every batch when ``None``) now; raises what the
-        write raises (the successes of a batch that failed are not kept)."""
+        """Write the batch of ``identity`` (every batch when ``None``) now, after any of the
+        same connection another thread is writing; raises what the write raises (the
+        successes of a batch that failed are not kept)."""
         self._adopt_fork()
         with self._lock:
-            names = list(self._batches) if identity is None else [identity]
-            taken = [(name, self._batches.pop(name, [])) for name in names]
-            for name in names:
-                self._due.pop(name, None)
-        failures: list[BramaError] = []
-        for name, batch in taken:
-            if not batch:
-                continue
-            try:
-                self.write(name, batch)
-            except BramaError as error:
-                logger.warning(
-                    "brama_sql: %d batched success reports for %s dropped: %s",
-                    len(batch),
-                    name,
-                    error,
-                )
-                failures.append(error)
-        if failures:
-            raise failures[0]
+            if identity is None:
+                while self._writing:
+                    self._lock.wait()
+                names = list(self._batches)
+            else:
+                while identity in self._writing:
+                    self._lock.wait()
+                names = [identity]
+            taken = self._take(names)
+        self._write(taken)
+
+    def _take(self, names: list[Identity]) -> list[tuple[Identity, list[Buffered]]]:
+        """Take the batches of ``names`` out, marked as being written (under the lock)."""
+        taken = [(name, batch) for name in names if (batch := self._batches.pop(name, None))]
+        for name in names:
+            self._due.pop(name, None)
+        self._writing.update(name for name, _ in taken)
+        return taken
+
+    def _write(self, taken: list[tuple[Identity, list[Buffered]]]) -> None:
+        """Write batches taken out, log what is lost, and raise the first error."""
+        if not taken:
+            return
+        dropped: Dropped
+        try:
+            dropped = self.write(taken)
+        except BramaError as error:
+            dropped = [(name, batch, error) for name, batch in taken]
+        finally:
+            with self._lock:
+                self._writing.difference_update(name for name, _ in taken)
+                self._lock.notify_all()
+        for name, batch, cause in dropped:
+            logger.warning(
+                "brama_sql: %d batched success reports for %s dropped: %s",
+                len(batch),
+                name,
+                cause,
+            )
+        if dropped:
+            raise dropped[0][2]
 
     def pending(self) -> int:
         """How many successes wait in batches."""
@@ -110,15 +140,18 @@ class Batcher:
         """In a forked child: the batches are the parent's to write; start afresh."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._batches, self._due = {}, {}
+            self._batches, self._due, self._writing = {}, {}, set()
             self._lock = threading.Condition(threading.Lock())
             self._thread = None
 
     def _next(self) -> tuple[list[Identity], float]:
-        """The batches due now, and the seconds until the next one is (infinite: none)."""
+        """The batches due now, and the seconds until the next one is (infinite: none); one
+        whose connection has a batch being written waits for it (its writer wakes the
+        thread)."""
         now = watchdog.monotonic()
-        due = [name for name, at in self._due.items() if at <= now]
-        later = [at - now for name, at in self._due.items() if at > now]
+        free = [(name, at) for name, at in self._due.items() if name not in self._writing]
+        due = [name for name, at in free if at <= now]
+        later = [at - now for name, at in free if at > now]
         return due, min(later, default=math.inf)
 
 
@@ -133,10 +166,10 @@ def _patrol(reference: weakref.ref[Batcher]) -> None:
             if not due:
                 batcher._lock.wait(None if wait == math.inf else wait)
                 continue
-        for identity in due:
-            with contextlib.suppress(BramaError):  # logged by flush()
-                batcher.flush(identity)
-        del batcher
+            taken = batcher._take(due)
+        with contextlib.suppress(BramaError):  # logged by _write()
+            batcher._write(taken)
+        del batcher, taken
 
 
 _live: weakref.WeakSet[Batcher] = weakref.WeakSet()
@@ -147,5 +180,5 @@ def _flush_at_exit() -> None:
     """Write what every live batcher of this process still holds."""
     for batcher in list(_live):
         if batcher._pid == os.getpid():
-            with contextlib.suppress(BramaError):  # logged by flush()
+            with contextlib.suppress(BramaError):  # logged by _write()
                 batcher.flush()

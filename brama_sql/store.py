@@ -40,7 +40,12 @@ from brama_sql import validation
 from brama_sql.availability import AvailabilityCache
 from brama_sql.circuit import Circuit, Kind, Occurrence, Outcome, Settings, State, column_values
 from brama_sql.clock import Clock, database_now, read
-from brama_sql.errors import AlreadyRegisteredError, BramaDatabaseError, NotRegisteredError
+from brama_sql.errors import (
+    AlreadyRegisteredError,
+    BramaDatabaseError,
+    BramaError,
+    NotRegisteredError,
+)
 from brama_sql.listeners import Listeners, Written
 from brama_sql.log_ranges import newest_event_of, tail_of
 from brama_sql.options import Changes, Registration, changes
@@ -439,31 +444,61 @@ class Store:
         except BramaDatabaseError as error:
             logger.warning("brama_sql: folding the tallies of %s failed: %s", identity, error)
 
-    def record_successes(self, identity: Identity, buffered: Sequence[Buffered]) -> None:
-        """Write successes reported earlier (batched reporting), oldest first, each at its own
-        time and with its own actor, in one transaction. Under the shared lock when the circuit
-        is still healthy (closed, no failures counted); otherwise, under the exclusive lock,
-        each goes through the state machine in turn as if reported when written."""
-        if not buffered:
-            return
+    def record_successes(
+        self, batches: Sequence[tuple[Identity, Sequence[Buffered]]]
+    ) -> list[tuple[Identity, Sequence[Buffered], BramaError]]:
+        """Write successes reported earlier (batched reporting), each connection's oldest first,
+        each at its own time and with its own actor: the batches of every connection whose
+        circuit is still healthy (closed, no failures counted) in one transaction, under their
+        rows' shared locks (taken in one order, by identity); then, each in a transaction of
+        its own under the exclusive lock, the batches of the others, whose successes go
+        through the state machine in turn as if reported when written.
 
-        def healthy(conn: Connection, journal: Journal) -> int:
-            row = _find(conn, identity, lock=True, shared=True)
-            if row is None:
-                raise _NeedsExclusive
-            before, settings = circuit_of(row), settings_of(row)
-            if before.state is not State.CLOSED or before.failure_count:
-                raise _NeedsExclusive
-            occurrences: list[Occurrence] = []
-            for item in buffered:
-                outcome = _late_success(before, settings, item)
-                if outcome.circuit != before or len(outcome.occurrences) != 1:
-                    raise _NeedsExclusive
-                occurrences.extend(outcome.occurrences)
-            actors = [item.actor for item in buffered]
-            event_id = _append(conn, row.id, identity_of(row), occurrences, actors, journal)
-            journal.seen.append((identity, before, settings))
-            return _tail_length(conn, row, event_id)
+        Raises what the first transaction raises (nothing was written); returns the batches
+        of the others that could not be written, each with its error."""
+        batches = sorted(
+            ((identity, items) for identity, items in batches if items),
+            key=lambda batch: (stored_scope(batch[0].scope), batch[0].identifier),
+        )
+        if not batches:
+            return []
+
+        def healthy(conn: Connection, journal: Journal) -> tuple[list[Identity], list[int]]:
+            """The batches appended here, and the lengths of their tails after; the others
+            are left in ``batches_left``."""
+            batches_left.clear()
+            written: list[Identity] = []
+            tails: list[int] = []
+            for identity, buffered in batches:
+                row = _find(conn, identity, lock=True, shared=True)
+                occurrences = None if row is None else _healthy_successes(row, buffered)
+                if occurrences is None:
+                    batches_left.append((identity, buffered))
+                    continue
+                assert row is not None
+                actors = [item.actor for item in buffered]
+                event_id = _append(conn, row.id, identity_of(row), occurrences, actors, journal)
+                journal.seen.append((identity, circuit_of(row), settings_of(row)))
+                written.append(identity)
+                tails.append(_tail_length(conn, row, event_id))
+            return written, tails
+
+        batches_left: list[tuple[Identity, Sequence[Buffered]]] = []
+        written, tails = self._write("success", healthy, Receipt())
+        for identity, tail in zip(written, tails, strict=True):
+            if tail > FOLD_GAP:
+                self._fold(identity)
+        dropped: list[tuple[Identity, Sequence[Buffered], BramaError]] = []
+        for identity, buffered in batches_left:
+            try:
+                self._record_one_by_one(identity, buffered)
+            except BramaError as error:
+                dropped.append((identity, buffered, error))
+        return dropped
+
+    def _record_one_by_one(self, identity: Identity, buffered: Sequence[Buffered]) -> None:
+        """Write a batch of successes of a circuit that is not healthy (or has no row yet), in
+        one transaction under the exclusive lock, each through the state machine."""
 
         def one_by_one(conn: Connection, journal: Journal) -> None:
             for item in buffered:
@@ -475,13 +510,7 @@ class Store:
                 )
                 _save(conn, row, before, outcome, item.actor, journal, tail)
 
-        try:
-            tail = self._write("success", healthy, Receipt())
-        except _NeedsExclusive:
-            self._write("success", one_by_one, Receipt(), retry_if=_duplicate_identity)
-            return
-        if tail > FOLD_GAP:
-            self._fold(identity)
+        self._write("success", one_by_one, Receipt(), retry_if=_duplicate_identity)
 
     def claim(self, identity: Identity, actor: str, holder: str | None = None) -> Admission:
         """Whether ``holder`` (``actor`` unless given) may call now; in a half-open circuit
@@ -880,6 +909,22 @@ def _late_success(circuit: Circuit, settings: Settings, item: Buffered) -> Outco
     return machine.record(
         circuit, settings, Kind.SUCCESS, item.at, item.reason, duration=item.duration
     )
+
+
+def _healthy_successes(row: Row[Any], buffered: Sequence[Buffered]) -> list[Occurrence] | None:
+    """The events of a batch of successes on a row read under its shared lock, or ``None``
+    when they may change something (the circuit is not closed with no failures counted, or a
+    success would do more than log itself): the exclusive lock must then decide."""
+    before, settings = circuit_of(row), settings_of(row)
+    if before.state is not State.CLOSED or before.failure_count:
+        return None
+    occurrences: list[Occurrence] = []
+    for item in buffered:
+        outcome = _late_success(before, settings, item)
+        if outcome.circuit != before or len(outcome.occurrences) != 1:
+            return None
+        occurrences.extend(outcome.occurrences)
+    return occurrences
 
 
 class _NeedsExclusive(Exception):

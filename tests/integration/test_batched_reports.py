@@ -78,6 +78,41 @@ def test_successes_are_kept_back_and_written_together(
     verify(batched.engine, "svc")
 
 
+def test_the_batches_of_many_connections_are_written_in_one_transaction(
+    make_brama: Callable[..., Brama], clock: Clock
+) -> None:
+    """A flush writes the batches of every healthy connection in one transaction, whatever
+    their number (a fleet of connections spread over a hundred costs one, not a hundred), and
+    the batch of a connection another process tripped meanwhile in one of its own, through
+    the state machine."""
+    from sqlalchemy import event
+
+    brama = make_brama(clock=clock, batch_reports=3600, failure_threshold=3)
+    other = make_brama(clock=clock)
+    names = [f"svc-{index:02d}" for index in range(12)]
+    for name in names:
+        brama.register(name, scope="fleet" if name.endswith("1") else None)
+    scopes = {name: "fleet" if name.endswith("1") else None for name in names}
+    for name in names:
+        brama.success(name, scope=scopes[name])  # unknown -> closed: written at once
+        assert brama.available(name, scope=scopes[name])
+    for _ in range(3):
+        for name in names:
+            clock.tick()
+            assert brama.success(name, scope=scopes[name]) is None
+    for _ in range(3):
+        other.failure("svc-05")
+    commits: list[None] = []
+    event.listen(brama.engine, "commit", lambda _conn: commits.append(None))
+    brama.flush()
+    assert len(commits) == 2, "one transaction for the healthy eleven, one for the tripped one"
+    for name in names:
+        status = other.status(name, scope=scopes[name])
+        assert status.total_successes == 4, name
+        verify(brama.engine, name, scopes[name])
+    assert other.status("svc-05").state is State.OPEN, "late successes do not close it"
+
+
 def test_a_batch_that_leaves_a_long_tail_folds_it(
     batched: Brama, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
