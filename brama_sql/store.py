@@ -454,8 +454,10 @@ class Store:
         its own under the exclusive lock, the batches of the others, whose successes go
         through the state machine in turn as if reported when written.
 
-        Raises what the first transaction raises (nothing was written); returns the batches
-        of the others that could not be written, each with its error."""
+        Raises what the first transaction raises (nothing was written), unless it is a lock
+        wait that ran out on a server: one row's lock held too long (a writer stuck holding
+        it) then costs only the batches of that row, each batch being written alone. Returns
+        the batches that could not be written otherwise, each with its error."""
         batches = sorted(
             ((identity, items) for identity, items in batches if items),
             key=lambda batch: (stored_scope(batch[0].scope), batch[0].identifier),
@@ -484,7 +486,14 @@ class Store:
             return written, tails
 
         batches_left: list[tuple[Identity, Sequence[Buffered]]] = []
-        written, tails = self._write("success", healthy, Receipt())
+        try:
+            written, tails = self._write("success", healthy, Receipt())
+        except BramaDatabaseError as error:
+            if len(batches) == 1 or not self._row_locks_apart(error):
+                raise
+            # One row's lock was held past the wait (a writer stuck holding it): each batch
+            # alone, so that only the batches of that row wait for it again and are lost.
+            return self._record_each(batches)
         for identity, tail in zip(written, tails, strict=True):
             if tail > FOLD_GAP:
                 self._fold(identity)
@@ -492,6 +501,23 @@ class Store:
         for identity, buffered in batches_left:
             try:
                 self._record_one_by_one(identity, buffered)
+            except BramaError as error:
+                dropped.append((identity, buffered, error))
+        return dropped
+
+    def _row_locks_apart(self, error: BaseException) -> bool:
+        """Whether ``error`` is a lock wait that ran out on one row of a server (SQLite's one
+        write lock holds every row at once: another try would wait for it again)."""
+        return self.engine.dialect.name != "sqlite" and _lock_wait_ran_out(error)
+
+    def _record_each(
+        self, batches: Sequence[tuple[Identity, Sequence[Buffered]]]
+    ) -> list[tuple[Identity, Sequence[Buffered], BramaError]]:
+        """:meth:`record_successes` of each batch alone, collecting what is lost."""
+        dropped: list[tuple[Identity, Sequence[Buffered], BramaError]] = []
+        for identity, buffered in batches:
+            try:
+                dropped.extend(self.record_successes([(identity, buffered)]))
             except BramaError as error:
                 dropped.append((identity, buffered, error))
         return dropped

@@ -7,19 +7,21 @@ Report times come from a clock the test moves; the log explains the row througho
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 
 from brama_sql import Brama, Kind, State
-from brama_sql.errors import ArgumentTypeError, InvalidArgumentError
+from brama_sql.errors import ArgumentTypeError, BramaDatabaseError, InvalidArgumentError
 from brama_sql.replay import verify
 
 START = datetime(2031, 9, 1, 6, 0, tzinfo=timezone.utc)
@@ -111,6 +113,42 @@ def test_the_batches_of_many_connections_are_written_in_one_transaction(
         assert status.total_successes == 4, name
         verify(brama.engine, name, scopes[name])
     assert other.status("svc-05").state is State.OPEN, "late successes do not close it"
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"], indirect=True)
+def test_a_row_locked_too_long_costs_only_its_own_batch(
+    make_brama: Callable[..., Brama],
+    clock: Clock,
+    hold_row_lock: Callable[..., AbstractContextManager[Connection]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The batches written together wait for every row's lock: a writer stuck holding one (up
+    to the lock wait) must not cost the others their successes. They are then written each
+    alone, and only the locked row's batch is lost. (SQLite's one write lock holds every row:
+    there is nothing to write apart.)"""
+    brama = make_brama(clock=clock, batch_reports=3600, lock_timeout=1)
+    names = ("other", "svc")
+    for name in names:
+        brama.register(name)
+        brama.success(name)  # unknown -> closed: written at once
+        assert brama.available(name)
+    for name in names:
+        clock.tick()
+        assert brama.success(name) is None
+    with (
+        caplog.at_level(logging.WARNING, logger="brama_sql"),
+        hold_row_lock(identifier="svc"),
+        pytest.raises(BramaDatabaseError),
+    ):
+        brama.flush()
+    assert brama.status("other").total_successes == 2
+    assert brama.status("svc").total_successes == 1
+    (warning,) = [
+        record.getMessage() for record in caplog.records if "dropped" in record.getMessage()
+    ]
+    assert "1 batched success reports" in warning and "svc" in warning
+    for name in names:
+        verify(brama.engine, name)
 
 
 def test_a_batch_that_leaves_a_long_tail_folds_it(
