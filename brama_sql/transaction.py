@@ -43,7 +43,7 @@ from brama_sql.errors import (
     SchemaError,
 )
 from brama_sql.prepared import Raw
-from brama_sql.read_pool import ReadPool
+from brama_sql.read_pool import ReadConnection, ReadPool
 
 T = TypeVar("T")
 
@@ -239,37 +239,36 @@ class Transactions:
                 raise self._failure(operation, error, None) from error
 
     def _read_once(self, body: Callable[[Raw], T], deadline: float, pid: int) -> T:
-        with watchdog.watching(deadline, pid) as watch:
-            reads = self._read_pool
-            try:
-                connection = None if reads is None else reads.take()
-            except self.engine.dialect.loaded_dbapi.Error as error:
-                raise self._not_connected(error) from error
-            if connection is None:
-                return self._read_pooled(body, watch)
-            assert reads is not None
-            raw = Raw(connection, self.engine)
-            try:
+        reads = self._read_pool
+        taken: list[ReadConnection] = []
+        raw: Raw | None = None
+        outcome = _FAILED
+        try:
+            with watchdog.watching(deadline, pid) as watch:
+                try:
+                    connection = None if reads is None else reads.take()
+                except self.engine.dialect.loaded_dbapi.Error as error:
+                    raise self._not_connected(error) from error
+                if connection is None:
+                    return self._read_pooled(body, watch)
+                taken.append(connection)
+                raw = Raw(connection, self.engine)
                 watch.attach(connection.dbapi_connection)
-                result = body(raw)
-            except BramaError:
-                # The body's own answer (a connection not registered), raised after its
-                # statements ran: the connection is sound, unless the read left it otherwise.
-                if watch.cut or not reads.between_statements(connection):
-                    reads.discard(connection)
-                else:
-                    reads.give_back(connection)
-                raise
-            except BaseException:
-                reads.discard(connection)
-                if raw.invalidated and not watch.cut:  # lost: the others likely are too
-                    reads.close()
-                raise
-            if watch.cut:
-                reads.discard(connection)  # its socket is shut
-            else:
-                reads.give_back(connection)
-            return result
+                try:
+                    result = body(raw)
+                except BramaError:
+                    # The body's own answer (a connection not registered), raised after its
+                    # statements ran: the connection is sound, unless the read left it otherwise.
+                    outcome = _ANSWERED
+                    raise
+                outcome = _READ
+                return result
+        finally:
+            # Settled once the watch is disarmed (it is never cut after that): a connection
+            # given back while armed could be cut in another thread's read.
+            if taken:
+                assert reads is not None
+                _settle(reads, taken[0], watch.cut, outcome, raw is not None and raw.invalidated)
 
     def _read_pooled(self, body: Callable[[Raw], T], watch: watchdog.Watch) -> T:
         """Run a read on a connection from the engine's pool (in autocommit on PostgreSQL)."""
@@ -478,6 +477,27 @@ class _CommitUnknown(Exception):
         super().__init__(str(cause))
         self.result = result
         self.cause = cause.orig or cause
+
+
+_READ, _ANSWERED, _FAILED = "read", "answered", "failed"
+"""How a read on a read connection ended: it read, its body answered with one of brama_sql's
+errors after its statements ran, or it failed."""
+
+
+def _settle(
+    reads: ReadPool, connection: ReadConnection, cut: bool, outcome: str, lost: bool
+) -> None:
+    """Give a read connection back, or close it: one the watchdog cut, or whose read failed
+    (after a lost connection, the idle ones too: a server restart or a network reset breaks
+    them all; not after a cut, which ends one slow read)."""
+    if not cut and (
+        outcome == _READ or (outcome == _ANSWERED and reads.between_statements(connection))
+    ):
+        reads.give_back(connection)
+        return
+    reads.discard(connection)
+    if outcome == _FAILED and lost and not cut:
+        reads.close()
 
 
 def _autocommit(dialect: Dialect, dbapi_connection: Any, on: bool) -> None:

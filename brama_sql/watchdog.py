@@ -120,7 +120,10 @@ class watching:  # used as a function: ``with watching(deadline) as watch``
 
     def __exit__(self, *_exception: object) -> None:
         if self.number is not None:
-            _armed.pop(self.number, None)
+            # The thread cuts under this lock: once disarmed here, the watch is never cut, so
+            # the caller may hand its connection to another user right after the block.
+            with _wakeup_lock:
+                _armed.pop(self.number, None)
         if self.outer is not None:
             _current.reset(self.outer)
 

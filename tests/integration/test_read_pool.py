@@ -348,3 +348,25 @@ def test_an_interrupt_right_after_the_take_neither_leaks_the_connection_nor_its_
             brama.available("svc")
     assert connection.invalidated, "the interrupted read's connection was left open"
     assert reads._count == 0, "its count was never given back: the capacity shrank for good"
+
+
+def test_a_read_connection_goes_back_only_once_its_call_is_disarmed(
+    brama: Brama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watchdog cuts the connection of an armed call whose deadline passes: a connection
+    # pushed back while its call is still armed could be cut in another thread's read (on
+    # SQLite, an interrupt() of that read's statement).
+    brama.register("svc")
+    assert brama.available("svc") is True
+    armed_at_give_back: list[int] = []
+    give_back = ReadPool.give_back
+
+    def spied(reads: ReadPool, connection: ReadConnection) -> None:
+        armed_at_give_back.append(len(watchdog._armed))
+        give_back(reads, connection)
+
+    monkeypatch.setattr(ReadPool, "give_back", spied)
+    assert brama.available("svc") is True
+    with pytest.raises(NotRegisteredError):
+        brama.status("ghost")
+    assert armed_at_give_back == [0, 0]

@@ -91,6 +91,30 @@ def test_a_call_that_ends_in_time_is_never_cut() -> None:
     assert not connection.interrupted.is_set() and not watch.cut
 
 
+def test_leaving_a_watch_waits_for_a_cut_in_progress() -> None:
+    """The thread cuts under its lock, and leaving a ``watching`` block takes that lock: once
+    out of the block, the call's connection is never cut, so it may be handed on (given back to
+    a pool, used by another thread's call) right after."""
+    connection = Interruptible()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # as the thread holds it from its look at a watch to its cut
+        with watchdog._wakeup_lock:
+            held.set()
+            release.wait(WAIT_S)
+
+    holder = threading.Thread(target=hold)
+    with watchdog.watching(watchdog.monotonic() + 3600) as watch:
+        watch.attach(connection)
+        holder.start()
+        assert held.wait(WAIT_S)
+        threading.Timer(0.2, release.set).start()
+    assert release.is_set(), "the watch was disarmed while the thread could be cutting it"
+    holder.join(WAIT_S)
+    assert watch not in watchdog._armed.values()
+    assert not connection.interrupted.is_set()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
 def test_bare_forks_of_a_process_whose_watchdog_is_parked_never_hang() -> None:
     """The uWSGI pattern: start-up calls in the master, then workers forked by C code that runs
