@@ -55,8 +55,10 @@ class Batcher:
         self.window = window
         self._batches: dict[Identity, list[Buffered]] = {}
         self._due: dict[Identity, float] = {}
-        self._writing: set[Identity] = set()
-        """The connections whose batch a thread is writing (taken, not written yet)."""
+        self._writing: dict[Identity, int] = {}
+        """The connections whose batch a thread is writing (taken, not written yet), and that
+        thread's identifier: a listener the write calls in that thread may report on them, and
+        must not wait for its own thread."""
         self._lock = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -78,27 +80,34 @@ class Batcher:
         same connection another thread is writing; raises what the write raises (the
         successes of a batch that failed are not kept)."""
         self._adopt_fork()
+        me = threading.get_ident()
         with self._lock:
             if identity is None:
-                while self._writing:
+                while any(writer != me for writer in self._writing.values()):
                     self._lock.wait()
                 names = list(self._batches)
             else:
-                while identity in self._writing:
+                while self._writing.get(identity, me) != me:
                     self._lock.wait()
                 names = [identity]
-            taken = self._take(names)
-        self._write(taken)
+            taken, marked = self._take(names)
+        self._write(taken, marked)
 
-    def _take(self, names: list[Identity]) -> list[tuple[Identity, list[Buffered]]]:
-        """Take the batches of ``names`` out, marked as being written (under the lock)."""
+    def _take(
+        self, names: list[Identity]
+    ) -> tuple[list[tuple[Identity, list[Buffered]]], list[Identity]]:
+        """Take the batches of ``names`` out (under the lock), and mark their connections as
+        being written by this thread: those it marked now (not those a write further up this
+        thread's stack marked, a listener's report)."""
         taken = [(name, batch) for name in names if (batch := self._batches.pop(name, None))]
         for name in names:
             self._due.pop(name, None)
-        self._writing.update(name for name, _ in taken)
-        return taken
+        me = threading.get_ident()
+        marked = [name for name, _ in taken if name not in self._writing]
+        self._writing.update((name, me) for name in marked)
+        return taken, marked
 
-    def _write(self, taken: list[tuple[Identity, list[Buffered]]]) -> None:
+    def _write(self, taken: list[tuple[Identity, list[Buffered]]], marked: list[Identity]) -> None:
         """Write batches taken out, log what is lost, and raise the first error."""
         if not taken:
             return
@@ -109,7 +118,8 @@ class Batcher:
             dropped = [(name, batch, error) for name, batch in taken]
         finally:
             with self._lock:
-                self._writing.difference_update(name for name, _ in taken)
+                for name in marked:
+                    self._writing.pop(name, None)
                 self._lock.notify_all()
         for name, batch, cause in dropped:
             logger.warning(
@@ -140,7 +150,7 @@ class Batcher:
         """In a forked child: the batches are the parent's to write; start afresh."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._batches, self._due, self._writing = {}, {}, set()
+            self._batches, self._due, self._writing = {}, {}, {}
             self._lock = threading.Condition(threading.Lock())
             self._thread = None
 
@@ -166,9 +176,9 @@ def _patrol(reference: weakref.ref[Batcher]) -> None:
             if not due:
                 batcher._lock.wait(None if wait == math.inf else wait)
                 continue
-            taken = batcher._take(due)
+            taken, marked = batcher._take(due)
         with contextlib.suppress(BramaError):  # logged by _write()
-            batcher._write(taken)
+            batcher._write(taken, marked)
         del batcher, taken
 
 

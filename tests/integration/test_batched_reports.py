@@ -12,10 +12,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import URL, Connection
@@ -148,6 +150,43 @@ def test_a_row_locked_too_long_costs_only_its_own_batch(
     ]
     assert "1 batched success reports" in warning and "svc" in warning
     for name in names:
+        verify(brama.engine, name)
+
+
+def test_a_listener_may_report_on_a_connection_whose_batch_its_thread_is_writing(
+    make_brama: Callable[..., Brama], clock: Clock
+) -> None:
+    """A flush waits for a batch of its connection another thread is writing; a listener
+    called by that write, in that thread, that reports on one of the connections being
+    written must not wait for its own thread (it would wait for ever)."""
+    brama = make_brama(clock=clock, batch_reports=3600, failure_threshold=1, expiry=10)
+    other = make_brama(clock=clock)
+    for name in ("mail", "sms"):
+        brama.register(name)
+        brama.success(name)  # unknown -> closed: written at once
+        assert brama.available(name)
+    other.failure("mail")  # open: its batch goes through the state machine when written
+    clock.tick(11)  # past the expiry: the batch's success finds it half-open and closes it
+    for name in ("mail", "sms"):
+        clock.tick()
+        assert brama.success(name) is None  # this process saw both healthy lately
+    reported: list[Kind] = []
+
+    def on_transition(event: Any) -> None:
+        if event.to_state is State.CLOSED:
+            brama.failure("sms", reason="seen by the listener")
+            reported.append(Kind.FAILURE)
+
+    brama.on_state_change(on_transition)
+    flusher = threading.Thread(target=brama.flush, daemon=True)
+    flusher.start()
+    flusher.join(WAIT_S)
+    assert not flusher.is_alive(), "the listener's report waited for its own thread"
+    assert reported == [Kind.FAILURE]
+    assert other.status("mail").state is State.CLOSED
+    # Its batched success, written first, then the listener's failure (which trips it).
+    assert kinds(other, "sms")[-3:] == [Kind.SUCCESS, Kind.FAILURE, Kind.TRANSITION]
+    for name in ("mail", "sms"):
         verify(brama.engine, name)
 
 
