@@ -102,6 +102,11 @@ DRIVERS: dict[tuple[str, str], Driver] = {
 """The drivers a read pool is made for, by SQLAlchemy's dialect and driver names."""
 
 
+READ, ANSWERED, FAILED = "read", "answered", "failed"
+"""How a read on a read connection ended (:meth:`ReadPool.settle`): it read, its body answered
+with one of brama_sql's errors after its statements ran, or it failed."""
+
+
 class ReadConnection:
     """One connection of a :class:`ReadPool`, with the part of a pooled connection's interface
     that :func:`~brama_sql.prepared.execute` uses (``dbapi_connection``, ``info``,
@@ -211,6 +216,21 @@ class ReadPool:
                 self._idle.append(connection)
                 return
         self.discard(connection)
+
+    def settle(self, connection: ReadConnection, outcome: str, *, cut: bool, lost: bool) -> None:
+        """After a read (its call's watch disarmed, see :mod:`brama_sql.watchdog`): give the
+        connection back, or close it if the watchdog ``cut`` it or the read failed (after a
+        ``lost`` connection the idle ones too: a server restart or a network reset breaks them
+        all; not after a cut, which ends one slow read). ``outcome`` is :data:`READ`,
+        :data:`ANSWERED` or :data:`FAILED`."""
+        if not cut and (
+            outcome == READ or (outcome == ANSWERED and self.between_statements(connection))
+        ):
+            self.give_back(connection)
+            return
+        self.discard(connection)
+        if outcome == FAILED and lost and not cut:
+            self.close()
 
     def between_statements(self, connection: ReadConnection) -> bool:
         """Whether ``connection`` is open and idle, outside any transaction, as a read that

@@ -43,7 +43,7 @@ from brama_sql.errors import (
     SchemaError,
 )
 from brama_sql.prepared import Raw
-from brama_sql.read_pool import ReadConnection, ReadPool
+from brama_sql.read_pool import ANSWERED, FAILED, READ, ReadConnection, ReadPool
 
 T = TypeVar("T")
 
@@ -242,7 +242,7 @@ class Transactions:
         reads = self._read_pool
         taken: list[ReadConnection] = []
         raw: Raw | None = None
-        outcome = _FAILED
+        outcome = FAILED
         try:
             with watchdog.watching(deadline, pid) as watch:
                 try:
@@ -259,16 +259,17 @@ class Transactions:
                 except BramaError:
                     # The body's own answer (a connection not registered), raised after its
                     # statements ran: the connection is sound, unless the read left it otherwise.
-                    outcome = _ANSWERED
+                    outcome = ANSWERED
                     raise
-                outcome = _READ
+                outcome = READ
                 return result
         finally:
             # Settled once the watch is disarmed (it is never cut after that): a connection
             # given back while armed could be cut in another thread's read.
             if taken:
                 assert reads is not None
-                _settle(reads, taken[0], watch.cut, outcome, raw is not None and raw.invalidated)
+                lost = raw is not None and raw.invalidated
+                reads.settle(taken[0], outcome, cut=watch.cut, lost=lost)
 
     def _read_pooled(self, body: Callable[[Raw], T], watch: watchdog.Watch) -> T:
         """Run a read on a connection from the engine's pool (in autocommit on PostgreSQL)."""
@@ -477,27 +478,6 @@ class _CommitUnknown(Exception):
         super().__init__(str(cause))
         self.result = result
         self.cause = cause.orig or cause
-
-
-_READ, _ANSWERED, _FAILED = "read", "answered", "failed"
-"""How a read on a read connection ended: it read, its body answered with one of brama_sql's
-errors after its statements ran, or it failed."""
-
-
-def _settle(
-    reads: ReadPool, connection: ReadConnection, cut: bool, outcome: str, lost: bool
-) -> None:
-    """Give a read connection back, or close it: one the watchdog cut, or whose read failed
-    (after a lost connection, the idle ones too: a server restart or a network reset breaks
-    them all; not after a cut, which ends one slow read)."""
-    if not cut and (
-        outcome == _READ or (outcome == _ANSWERED and reads.between_statements(connection))
-    ):
-        reads.give_back(connection)
-        return
-    reads.discard(connection)
-    if outcome == _FAILED and lost and not cut:
-        reads.close()
 
 
 def _autocommit(dialect: Dialect, dbapi_connection: Any, on: bool) -> None:
